@@ -1,0 +1,6 @@
+from .empssl import empssl_loss
+from .invariance import invariance
+from .nt_xent import nt_xent
+from .tcr import total_coding_rate
+
+__all__ = ["empssl_loss", "invariance", "nt_xent", "total_coding_rate"]

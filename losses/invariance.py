@@ -1,0 +1,13 @@
+import torch
+import torch.nn.functional as F
+
+
+def invariance(z: torch.Tensor) -> torch.Tensor:
+    """EMP-SSL's invariance: mean over views and images of cos(z_v, z_bar).
+
+    z: (n_views, m, d). z_bar is the plain (not re-normalised) mean of an image's view embeddings.
+    Returns a scalar in [-1, 1], computed in float32.
+    """
+    with torch.autocast(z.device.type, enabled=False):
+        z = z.float()
+        return F.cosine_similarity(z, z.mean(0, keepdim=True), dim=-1).mean()

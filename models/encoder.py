@@ -1,0 +1,63 @@
+"""The self-supervised encoder: backbone, pre-feature layer and projector, and the linear probe head."""
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .resnet import ARCHS
+
+Z_DIMS = {"empssl": 1024, "simclr": 128}
+
+
+class Encoder(nn.Module):
+    """Backbone -> ``pre_feature`` (Linear+BN+ReLU) -> ``projection`` (Linear+BN+ReLU+Linear).
+
+    Module names follow the original EMP-SSL code so that its checkpoints load after stripping ``module.``.
+    """
+
+    def __init__(self, method: str, arch: str = "resnet18", width: int = 64, hidden_dim: int = 4096):
+        super().__init__()
+        if method not in Z_DIMS:
+            raise ValueError(f"unknown method {method!r}; choose one of {sorted(Z_DIMS)}")
+        if arch not in ARCHS:
+            raise ValueError(f"unknown arch {arch!r}; choose one of {sorted(ARCHS)}")
+        self.method = method
+        self.z_dim = Z_DIMS[method]
+        self.backbone = ARCHS[arch](width)
+        feat_dim = self.backbone.out_dim
+        self.pre_feature = nn.Sequential(nn.Linear(feat_dim, hidden_dim), nn.BatchNorm1d(hidden_dim), nn.ReLU())
+        self.projection = nn.Sequential(
+            nn.Linear(hidden_dim, hidden_dim), nn.BatchNorm1d(hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, self.z_dim)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, 32, 32) images in [0, 1] -> (B, z_dim) L2-normalised embeddings."""
+        return F.normalize(self.projection(self.pre_feature(self.backbone(x))), dim=-1)
+
+    def features(self, x: torch.Tensor, kind: str = "pre") -> torch.Tensor:
+        """Probe features: ``pre`` = (B, hidden_dim) pre_feature output, ``backbone`` = (B, 8*width) pooled."""
+        h = self.backbone(x)
+        if kind == "backbone":
+            return h
+        if kind == "pre":
+            return self.pre_feature(h)
+        raise ValueError(f"unknown feature kind {kind!r}; choose 'pre' or 'backbone'")
+
+    def feature_dim(self, kind: str = "pre") -> int:
+        return self.backbone.out_dim if kind == "backbone" else self.pre_feature[0].out_features
+
+
+def build_encoder(method: str, arch: str = "resnet18", width: int = 64, hidden_dim: int = 4096) -> Encoder:
+    return Encoder(method, arch, width, hidden_dim)
+
+
+class LinearProbe(nn.Module):
+    """Frozen encoder features -> logits; ``forward`` runs end to end from the image so attacks see it all."""
+
+    def __init__(self, encoder: Encoder, num_classes: int, feature_kind: str = "pre"):
+        super().__init__()
+        self.encoder = encoder
+        self.feature_kind = feature_kind
+        self.head = nn.Linear(encoder.feature_dim(feature_kind), num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder.features(x, self.feature_kind))

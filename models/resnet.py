@@ -1,0 +1,67 @@
+"""ResNet-18 for 32x32 images with torchvision's parameter names.
+
+The stem is a 3x3 stride-1 convolution with no max-pool, as is usual for CIFAR; every other name and
+shape matches ``torchvision.models.resnet18`` (with ``fc`` removed), so its state dict loads unchanged.
+"""
+import torch
+from torch import nn
+
+
+class BasicBlock(nn.Module):
+    expansion = 1
+
+    def __init__(self, in_planes: int, planes: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample = None
+        if stride != 1 or in_planes != planes:
+            self.downsample = nn.Sequential(nn.Conv2d(in_planes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + identity)
+
+
+class ResNet(nn.Module):
+    """(B, 3, H, W) images -> (B, 8 * width) globally pooled features."""
+
+    def __init__(self, blocks_per_stage=(2, 2, 2, 2), width: int = 64):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, width, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.relu = nn.ReLU(inplace=True)
+        in_planes = width
+        for stage, num_blocks in enumerate(blocks_per_stage):
+            planes = width * 2**stage
+            stride = 1 if stage == 0 else 2
+            layers = []
+            for b in range(num_blocks):
+                layers.append(BasicBlock(in_planes, planes, stride if b == 0 else 1))
+                in_planes = planes
+            setattr(self, f"layer{stage + 1}", nn.Sequential(*layers))
+        self.out_dim = in_planes
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu(self.bn1(self.conv1(x)))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1)
+
+
+def resnet18(width: int = 64) -> ResNet:
+    return ResNet((2, 2, 2, 2), width)
+
+
+def resnet34(width: int = 64) -> ResNet:
+    return ResNet((3, 4, 6, 3), width)
+
+
+ARCHS = {"resnet18": resnet18, "resnet34": resnet34}

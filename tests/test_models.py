@@ -1,0 +1,53 @@
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from models import LinearProbe, build_encoder
+
+
+def torchvision_cifar_resnet18():
+    net = torchvision.models.resnet18()
+    net.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
+    net.maxpool = nn.Identity()
+    net.fc = nn.Identity()
+    return net
+
+
+def test_backbone_matches_torchvision_names_shapes_and_loads_its_weights():
+    ours = build_encoder("empssl").backbone
+    ref = torchvision_cifar_resnet18()
+    ref_sd, our_sd = ref.state_dict(), ours.state_dict()
+    assert list(our_sd) == list(ref_sd)
+    assert all(our_sd[k].shape == ref_sd[k].shape for k in ref_sd)
+    assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in ref.parameters()) == 11_168_832
+    ours.load_state_dict(ref_sd)
+    ours.eval(), ref.eval()
+    x = torch.rand(2, 3, 32, 32)
+    torch.testing.assert_close(ours(x), ref(x), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("method,z_dim", [("empssl", 1024), ("simclr", 128)])
+def test_encoder_shapes_and_normalised_embedding(method, z_dim):
+    enc = build_encoder(method, width=8, hidden_dim=64)
+    x = torch.rand(4, 3, 32, 32)
+    z = enc(x)
+    assert z.shape == (4, z_dim)
+    torch.testing.assert_close(z.norm(dim=1), torch.ones(4))
+    assert enc.features(x, "pre").shape == (4, 64)
+    assert enc.features(x, "backbone").shape == (4, 64)  # 8 * width
+    assert [n for n, _ in enc.named_children()] == ["backbone", "pre_feature", "projection"]
+    with pytest.raises(ValueError):
+        enc.features(x, "nope")
+
+
+def test_width_scales_channels():
+    assert build_encoder("simclr", width=16, hidden_dim=32).backbone.layer4[1].conv2.out_channels == 128
+
+
+def test_linear_probe_runs_end_to_end_from_the_image():
+    enc = build_encoder("simclr", width=8, hidden_dim=32).eval()
+    probe = LinearProbe(enc, 10, "backbone")
+    x = torch.rand(3, 3, 32, 32, requires_grad=True)
+    probe(x).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0

@@ -1,0 +1,92 @@
+"""Argument types and the one-line error exit shared by the entry scripts."""
+import argparse
+import os
+import sys
+from fractions import Fraction
+
+from .errors import UsageError
+
+
+def fraction(text: str) -> float:
+    """A non-negative number written as ``8/255`` or ``0.0314``."""
+    try:
+        value = float(Fraction(text.strip()))
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number (write e.g. 8/255 or 0.0314)") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be >= 0")
+    return value
+
+
+def _bounded(kind, low, name):
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {name}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{text!r} must be >= {low}")
+        return value
+
+    parse.__name__ = name
+    return parse
+
+
+positive_int = _bounded(int, 1, "a positive integer")
+nonneg_int = _bounded(int, 0, "a non-negative integer")
+nonneg_float = _bounded(float, 0.0, "a non-negative number")
+
+
+def positive_float(text):
+    value = nonneg_float(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be > 0")
+    return value
+
+
+def eps_label(eps: float) -> str:
+    """8/255 for 0.0313725..., the way the field writes epsilons."""
+    f = Fraction(eps).limit_denominator(1000)
+    return f"{f.numerator}/{f.denominator}" if abs(float(f) - eps) < 1e-9 else f"{eps:g}"
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (exit 2) and defaults shown in --help."""
+
+    def __init__(self, **kw):
+        kw.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        super().__init__(**kw)
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def default_data_dir():
+    return os.environ.get("CFAMC_DATA_DIR")
+
+
+_batch_in_use = None
+
+
+def note_batch_size(batch_size: int) -> None:
+    """Remembered so that an out-of-memory exit can name the batch size in use."""
+    global _batch_in_use
+    _batch_in_use = batch_size
+
+
+def run_main(fn, *args, **kwargs):
+    """Call ``fn``; turn the failures a user can fix into one line on stderr and a non-zero exit."""
+    prog = os.path.basename(sys.argv[0])
+    try:
+        return fn(*args, **kwargs)
+    except UsageError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except Exception as e:
+        import torch
+
+        if not isinstance(e, torch.cuda.OutOfMemoryError):
+            raise
+        hint = f"the batch size in use is {_batch_in_use}: try --batch-size {max(1, _batch_in_use // 2)}" if _batch_in_use else "try a smaller --batch-size"
+        print(f"{prog}: error: CUDA out of memory; {hint}", file=sys.stderr)
+        sys.exit(3)

@@ -1,0 +1,71 @@
+"""torchrun / DistributedDataParallel helpers; every function is a no-op in a single process."""
+import os
+import sys
+
+import torch
+import torch.distributed as tdist
+from torch import nn
+
+
+def is_distributed() -> bool:
+    return tdist.is_available() and tdist.is_initialized()
+
+
+def rank() -> int:
+    return tdist.get_rank() if is_distributed() else 0
+
+
+def world_size() -> int:
+    return tdist.get_world_size() if is_distributed() else 1
+
+
+def init(device_flag: str) -> None:
+    """Join the process group that torchrun describes in the environment (NCCL on CUDA, gloo on the CPU)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or is_distributed():
+        return
+    use_cuda = device_flag != "cpu" and torch.cuda.is_available()
+    if use_cuda:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    tdist.init_process_group("nccl" if use_cuda else "gloo")
+
+
+def shutdown() -> None:
+    if is_distributed():
+        tdist.destroy_process_group()
+
+
+def device_for(device: torch.device) -> torch.device:
+    if device.type == "cuda" and is_distributed():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return device
+
+
+def wrap_model(model: nn.Module, device: torch.device, sync_bn: bool) -> nn.Module:
+    if not is_distributed():
+        return model
+    if sync_bn and device.type == "cuda":
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    elif sync_bn and rank() == 0:
+        print("note: SyncBatchNorm needs CUDA; BatchNorm statistics stay per process on the CPU", file=sys.stderr)
+    return nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def gather_views(z: torch.Tensor) -> torch.Tensor:
+    """(V, b, d) per-rank embeddings -> (V, world*b, d) over the global batch, keeping the gradient.
+
+    The backward of the gather sums every rank's gradient for this rank's slice; with DDP averaging the
+    parameter gradients afterwards, the result is the gradient of the single-process loss on the global batch.
+    """
+    if not is_distributed():
+        return z
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(z.contiguous()), dim=1)
+
+
+def gather_objects(obj) -> list:
+    if not is_distributed():
+        return [obj]
+    out = [None] * world_size()
+    tdist.all_gather_object(out, obj)
+    return out

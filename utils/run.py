@@ -1,0 +1,59 @@
+"""Run directories, device selection and JSON files."""
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import torch
+
+from .errors import UsageError
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError("--device cuda was given but this machine has no usable CUDA GPU; use --device cpu")
+    return torch.device(name)
+
+
+def make_dir(path) -> Path:
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-test-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as e:
+        raise UsageError(f"cannot write to output directory {path}: {e.strerror}; choose another --out-dir") from None
+    return path
+
+
+def default_run_dir(script: str) -> Path:
+    return Path("runs") / script / time.strftime("%Y%m%d-%H%M%S")
+
+
+def _plain(value):
+    """JSON-safe copy: non-finite floats become strings rather than invalid JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def write_json(path, obj) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(_plain(obj), indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def append_jsonl(path, obj) -> None:
+    with open(path, "a") as fh:
+        fh.write(json.dumps(_plain(obj)) + "\n")
