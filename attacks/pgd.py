@@ -29,5 +29,5 @@ def pgd_linf(
         x_adv.requires_grad_(True)
         (grad,) = torch.autograd.grad(loss_fn(x_adv), x_adv)
         x_adv = x_adv.detach() + alpha * grad.sign()
-        x_adv = torch.min(torch.max(x_adv, x - eps), x + eps).clamp_(0, 1)
+        x_adv = (x + (x_adv - x).clamp_(-eps, eps)).clamp_(0, 1)
     return x_adv.detach()

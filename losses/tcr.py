@@ -14,5 +14,7 @@ def total_coding_rate(z: torch.Tensor, eps: float = 0.2) -> torch.Tensor:
         _, m, d = z.shape
         gram = z @ z.transpose(1, 2)
         eye = torch.eye(m, device=z.device, dtype=z.dtype)
-        chol = torch.linalg.cholesky(eye + (d / (m * eps)) * gram)
+        # cholesky_ex: no host sync to check for failure; non-finite input gives a non-finite value that the
+        # training loop reports, instead of an exception from deep inside the factorisation.
+        chol, _ = torch.linalg.cholesky_ex(eye + (d / (m * eps)) * gram)
         return torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)

@@ -17,3 +17,48 @@ def cifar10_jpeg():
     if not path or not (Path(path) / "train").is_dir():
         pytest.skip("real data not available: set CFAMC_CIFAR10_JPEG to an unpacked CIFAR-10 image folder")
     return Path(path)
+
+
+def write_cifar10(root: Path, n_train=64, n_test=40, seed=0):
+    """A tiny CIFAR-10 in the original pickled layout: class k is a noisy image of colour k."""
+    import pickle
+
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    colours = rng.integers(0, 256, (10, 3))
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def batch(n):
+        labels = rng.integers(0, 10, n)
+        img = colours[labels][:, :, None, None] + rng.normal(0, 20, (n, 3, 32, 32))
+        return {b"data": np.clip(img, 0, 255).astype(np.uint8).reshape(n, -1), b"labels": labels.tolist()}
+
+    parts = [batch(n_train // 5 + (i < n_train % 5)) for i in range(5)]
+    for i, part in enumerate(parts):
+        with open(folder / f"data_batch_{i + 1}", "wb") as fh:
+            pickle.dump(part, fh)
+    with open(folder / "test_batch", "wb") as fh:
+        pickle.dump(batch(n_test), fh)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory):
+    return write_cifar10(tmp_path_factory.mktemp("cifar"))
+
+
+TINY = ["--width", "8", "--hidden-dim", "32", "--batch-size", "16", "--epochs", "2", "--device", "cpu"]
+
+
+def run_script(script, *args, timeout=240, check=True):
+    """Run a top-level script as a user would; returns the CompletedProcess."""
+    import subprocess
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, str(ROOT / script), *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, env=env, cwd=ROOT)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{script} exited {proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
+    return proc

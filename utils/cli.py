@@ -50,12 +50,26 @@ def eps_label(eps: float) -> str:
     return f"{f.numerator}/{f.denominator}" if abs(float(f) - eps) < 1e-9 else f"{eps:g}"
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.default in (None, False, argparse.SUPPRESS) or "default" in text or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)".strip()
+
+
 class Parser(argparse.ArgumentParser):
-    """argparse with one-line errors (exit 2) and defaults shown in --help."""
+    """argparse with one-line errors (exit 2) and every default shown in --help."""
 
     def __init__(self, **kw):
-        kw.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        kw.setdefault("formatter_class", _HelpFormatter)
         super().__init__(**kw)
+
+    def format_help(self):
+        for action in self._actions:
+            if action.help is None and action.default not in (None, False, argparse.SUPPRESS):
+                action.help = "(default: %(default)s)"
+        return super().format_help()
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message}\n")

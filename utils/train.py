@@ -39,6 +39,9 @@ SCRIPTS = {
     ("empssl", "pgd"): "main_empssl_adv",
     ("empssl", "free"): "main_empssl_free_adv",
 }
+DISPLAY = {"simclr": "SimCLR", "empssl": "EMP-SSL"}
+REGIME_TEXT = {"standard": "standard training", "pgd": "PGD adversarial training",
+               "free": "free adversarial training"}
 # Flags a resumed run must share with the checkpoint: they fix the model, the data or the schedule.
 ESSENTIAL = ("method", "regime", "arch", "width", "hidden_dim", "num_views", "batch_size", "epochs", "data", "subset",
              "replays")
@@ -50,7 +53,7 @@ class NonFiniteLoss(UsageError):
 
 def build_parser(method: str, regime: str, defaults: dict) -> Parser:
     script = SCRIPTS[method, regime]
-    p = Parser(prog=f"{script}.py", description=f"Train a ResNet encoder with {method.upper()} ({regime} regime).")
+    p = Parser(prog=f"{script}.py", description=f"Train a ResNet encoder with {DISPLAY[method]} ({REGIME_TEXT[regime]}).")
     g = p.add_argument_group("data")
     g.add_argument("--data", choices=DATASETS, default="cifar10", help="dataset layout")
     g.add_argument("--data-dir", default=default_data_dir() or "data",
@@ -176,10 +179,6 @@ class Trainer:
         if resume_path is not None:
             self.state = load_checkpoint(resume_path)
             self._check_resume(self.state, resume_path, given)
-        out_dir = cfg["out_dir"] or (resume_path.parent if resume_path else default_run_dir(cfg["script"]))
-        cfg["out_dir"] = str(out_dir)
-        self.out_dir = make_dir(out_dir) if self.is_main else Path(out_dir)
-
         self.device = dist.device_for(resolve_device(cfg["device"]))
         cuda = self.device.type == "cuda"
         self.amp = cfg["precision"] == "bf16" or (cfg["precision"] == "auto" and cuda)
@@ -198,6 +197,9 @@ class Trainer:
         if cfg["batch_size"] > len(images):
             raise UsageError(f"--batch-size {cfg['batch_size']} is larger than the {len(images)} training images")
         self.images = images.to(self.device)
+        out_dir = cfg["out_dir"] or (resume_path.parent if resume_path else default_run_dir(cfg["script"]))
+        cfg["out_dir"] = str(out_dir)
+        self.out_dir = make_dir(out_dir) if self.is_main else Path(out_dir)
         self.steps_per_epoch = len(images) // cfg["batch_size"]
         self.total_steps = cfg["epochs"] * self.steps_per_epoch * cfg["replays"]
 
@@ -253,7 +255,7 @@ class Trainer:
                 flag = "--" + key.replace("_", "-")
                 raise UsageError(f"cannot resume {path} with {flag} {self.cfg[key]}: it was trained with {saved.get(key)}")
         for key, value in saved.items():
-            if key not in given and key not in ("out_dir", "resume", "device", "log_every", "data_dir", "download"):
+            if key not in given and key not in ("out_dir", "resume"):
                 self.cfg[key] = value
 
     def _restore(self, state):
@@ -305,6 +307,12 @@ class Trainer:
         self.optimizer.step()
         self.step += 1
 
+    def craft(self, clean, target):
+        """PGD on ``target`` against the training loss; the model, its gradients and BN buffers stay as they are."""
+        with frozen_bn_stats(self.model):
+            return pgd_linf(lambda x: self._loss(torch.cat([clean, x]), self.attack_net)[0], target, self.cfg["eps"],
+                            self.cfg["alpha"], self.cfg["pgd_steps"], self.cfg["random_start"])
+
     def train_step(self, batch):
         views = self.augment(batch)
         if self.device.type == "cuda":
@@ -316,10 +324,7 @@ class Trainer:
             return loss, terms
         clean, target = views[: self.k], views[self.k:]
         if regime == "pgd":
-            with frozen_bn_stats(self.model):
-                adv = pgd_linf(lambda x: self._loss(torch.cat([clean, x]), self.attack_net)[0], target, self.cfg["eps"], self.cfg["alpha"],
-                               self.cfg["pgd_steps"], self.cfg["random_start"])
-            loss, terms = self._loss(torch.cat([clean, adv]))
+            loss, terms = self._loss(torch.cat([clean, self.craft(clean, target)]))
             self._update(loss)
             return loss, terms
         for _ in range(self.cfg["replays"]):
@@ -356,7 +361,7 @@ class Trainer:
             bad_terms = torch.zeros(len(names), device=self.device)
             first_batch, epoch_start = self.batch_in_epoch, time.monotonic()
             bar = tqdm(total=self.steps_per_epoch, initial=first_batch, desc=f"epoch {self.epoch + 1}/{cfg['epochs']}",
-                       disable=not self.is_main, dynamic_ncols=True, leave=False)
+                       disable=None if self.is_main else True, dynamic_ncols=True, leave=False)
             for b in range(first_batch, self.steps_per_epoch):
                 start = b * cfg["batch_size"] + self.rank * self.local_batch
                 loss, terms = self.train_step(self.images[order[start: start + self.local_batch]])

@@ -1,0 +1,139 @@
+"""No trained work lost, bad input refused in one line, no code run from a checkpoint."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from conftest import ROOT, TINY, run_script
+from utils.checkpoint import load_checkpoint, save_checkpoint
+from utils.errors import UsageError
+
+
+def one_line_error(proc, code=2):
+    assert proc.returncode == code, (proc.returncode, proc.stderr[-3000:])
+    assert "Traceback" not in proc.stderr, proc.stderr
+    lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    return lines[0]
+
+
+def test_resume_gives_bit_identical_weights(tmp_path, tiny_data):
+    common = ["--data-dir", tiny_data, "--subset", 32, *TINY, "--num-views", 3, "--replays", 2]
+    run_script("main_empssl_free_adv.py", *common, "--out-dir", tmp_path / "a", "--save-every", 1)
+    run_script("main_empssl_free_adv.py", "--resume", tmp_path / "a" / "epoch_0001.pt", "--out-dir", tmp_path / "b")
+    a, b = load_checkpoint(tmp_path / "a" / "last.pt"), load_checkpoint(tmp_path / "b" / "last.pt")
+    assert b["epoch"] == 2 and b["step"] == a["step"]
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    assert torch.equal(a["free"]["delta"], b["free"]["delta"])
+
+
+def test_resume_refuses_changed_essential_flags_and_other_scripts(tmp_path, tiny_data):
+    run_script("main_simclr.py", "--data-dir", tiny_data, "--subset", 32, *TINY, "--epochs", 1, "--out-dir", tmp_path)
+    line = one_line_error(run_script("main_simclr.py", "--resume", tmp_path, "--batch-size", 8, check=False))
+    assert "--batch-size 8" in line and "16" in line
+    line = one_line_error(run_script("main_simclr_adv.py", "--resume", tmp_path, check=False))
+    assert "main_simclr.py" in line
+
+
+def test_resume_auto_starts_fresh_when_nothing_to_resume(tmp_path, tiny_data):
+    run_script("main_simclr.py", "--data-dir", tiny_data, "--subset", 32, *TINY, "--epochs", 1, "--out-dir", tmp_path,
+               "--resume", "auto")
+    assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 1
+
+
+def test_sigterm_saves_a_checkpoint_and_resume_finishes(tmp_path, tiny_data):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    args = ["--data-dir", tiny_data, "--subset", 64, *TINY, "--epochs", 200, "--out-dir", tmp_path]
+    proc = subprocess.Popen([sys.executable, str(ROOT / "main_simclr.py"), *map(str, args)], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (tmp_path / "metrics.jsonl").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "--resume" in err and "Traceback" not in err
+    ckpt = load_checkpoint(tmp_path / "last.pt")
+    assert 1 <= ckpt["epoch"] < 200
+    assert ckpt["step"] == ckpt["epoch"] * 4 + ckpt["batch_in_epoch"]
+
+
+def test_nonfinite_loss_stops_with_step_and_terms(tmp_path, tiny_data):
+    proc = run_script("main_empssl.py", "--data-dir", tiny_data, "--subset", 32, *TINY, "--num-views", 2, "--lr", "1e30",
+                      "--lars-eta", "1e30", "--epochs", 5, "--out-dir", tmp_path, check=False)
+    line = one_line_error(proc)
+    assert "non-finite" in line and "step" in line and "invariance=" in line and "tcr=" in line
+
+
+def test_kill_during_save_leaves_previous_checkpoint_loadable(tmp_path):
+    path = tmp_path / "last.pt"
+    save_checkpoint({"epoch": 0, "model": {"w": torch.zeros(3)}}, path)
+    writer = (
+        "import sys, torch\n"
+        f"sys.path.insert(0, {str(ROOT)!r})\n"
+        "from utils.checkpoint import save_checkpoint\n"
+        "i = 0\n"
+        "while True:\n"
+        "    i += 1\n"
+        f"    save_checkpoint({{'epoch': i, 'model': {{'w': torch.full((2_000_000,), float(i))}}}}, {str(path)!r})\n"
+    )
+    for delay in (0.5, 0.9, 1.3, 1.7):
+        proc = subprocess.Popen([sys.executable, "-c", writer])
+        time.sleep(delay)
+        proc.kill()
+        proc.wait()
+        ckpt = load_checkpoint(path)
+        assert torch.all(ckpt["model"]["w"] == ckpt["epoch"])
+
+
+def test_malicious_checkpoint_is_refused_and_its_code_does_not_run(tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    path = tmp_path / "evil.pt"
+    torch.save({"model": {"w": torch.zeros(1)}, "payload": Evil()}, path)
+    with pytest.raises(UsageError, match="refusing to load"):
+        load_checkpoint(path)
+    assert not marker.exists()
+    proc = run_script("evaluate_empssl.py", "--checkpoint", path, "--device", "cpu", check=False)
+    assert "refusing to load" in one_line_error(proc)
+    assert not marker.exists()
+
+
+def test_truncated_and_foreign_checkpoints(tmp_path, tiny_data):
+    run_script("main_simclr.py", "--data-dir", tiny_data, "--subset", 32, *TINY, "--epochs", 1, "--out-dir", tmp_path)
+    data = (tmp_path / "last.pt").read_bytes()
+    (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
+    (tmp_path / "text.pt").write_text("hello")
+    torch.save([1, 2, 3], tmp_path / "list.pt")
+    for name in ("cut.pt", "text.pt", "list.pt", "missing.pt"):
+        proc = run_script("evaluate_simclr.py", "--checkpoint", tmp_path / name, "--device", "cpu", check=False)
+        one_line_error(proc)
+    line = one_line_error(run_script("evaluate_empssl.py", "--checkpoint", tmp_path / "last.pt", "--device", "cpu",
+                                     check=False))
+    assert "evaluate_simclr.py" in line
+
+
+@pytest.mark.parametrize("case", ["missing_dir", "empty_dir", "unwritable_out", "cuda"])
+def test_bad_input_is_one_line(tmp_path, tiny_data, case):
+    args = {
+        "missing_dir": ["--data-dir", tmp_path / "nope", "--out-dir", tmp_path / "run"],
+        "empty_dir": ["--data", "imagefolder", "--data-dir", tmp_path, "--out-dir", tmp_path / "run"],
+        "unwritable_out": ["--data-dir", tiny_data, "--out-dir", "/proc/forbidden/run"],
+        "cuda": ["--data-dir", tiny_data, "--device", "cuda", "--out-dir", tmp_path / "run"],
+    }[case]
+    if case == "cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    if case == "empty_dir":
+        (tmp_path / "train").mkdir()
+    device = [] if case == "cuda" else ["--device", "cpu"]
+    proc = run_script("main_empssl.py", *args, *device, "--width", "8", "--hidden-dim", "32", check=False)
+    one_line_error(proc)

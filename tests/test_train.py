@@ -1,0 +1,108 @@
+import json
+
+import pytest
+import torch
+
+from conftest import TINY, run_script
+from utils.checkpoint import load_checkpoint
+from utils.train import SCRIPTS, Trainer, parse_config
+
+SCRIPT_DEFAULTS = {"epochs": 2, "batch_size": 16, "num_views": 4}
+
+
+@pytest.mark.parametrize("method,regime", sorted(SCRIPTS))
+def test_every_script_trains_end_to_end_and_leaves_a_loadable_checkpoint(tmp_path, tiny_data, method, regime):
+    script = SCRIPTS[method, regime] + ".py"
+    views = ["--num-views", "4"] if method == "empssl" else []
+    replays = ["--replays", "2"] if regime == "free" else []
+    steps = ["--pgd-steps", "2"] if regime == "pgd" else []
+    proc = run_script(script, "--data-dir", tiny_data, "--subset", 48, "--out-dir", tmp_path / "run", *TINY, *views,
+                      *replays, *steps)
+    assert "epoch 2/2" in proc.stdout
+    ckpt = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert (ckpt["method"], ckpt["regime"], ckpt["epoch"]) == (method, regime, 2)
+    assert ckpt["config"]["width"] == 8 and ckpt["train_seconds"] > 0
+    assert ckpt["step"] == 2 * 3 * (2 if regime == "free" else 1)  # 48 images / 16 = 3 steps, replays counted
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2] and all(r["loss"] == r["loss"] for r in records)
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["method"] == method and config["subset"] == 48
+    if regime == "free":
+        assert ckpt["free"]["delta"].abs().max() > 0
+
+
+def make_trainer(tmp_path, tiny_data, method, regime, *extra):
+    argv = ["--data-dir", str(tiny_data), "--subset", "32", "--out-dir", str(tmp_path), *TINY, *extra]
+    if method == "empssl":
+        argv += ["--num-views", "3"]
+    cfg, given, _ = parse_config(method, regime, SCRIPT_DEFAULTS, argv)
+    return Trainer(cfg, given)
+
+
+def model_snapshot(model):
+    return ({k: v.clone() for k, v in model.state_dict().items()},
+            {n: None if p.grad is None else p.grad.clone() for n, p in model.named_parameters()})
+
+
+@pytest.mark.parametrize("method", ["empssl", "simclr"])
+def test_pgd_crafting_leaves_model_untouched_and_raises_loss(tmp_path, tiny_data, method):
+    t = make_trainer(tmp_path, tiny_data, method, "pgd", "--pgd-steps", "3")
+    t.train_step(t.images[:16])  # populate gradients and optimizer state
+    views = t.augment(t.images[16:32])
+    clean, target = views[: t.k], views[t.k:]
+    assert target.shape[0] == (3 * 16 if method == "empssl" else 16)
+    before = model_snapshot(t.model)
+    adv = t.craft(clean, target)
+    after = model_snapshot(t.model)
+    for b, a in zip(before, after):
+        assert all((b[k] is None and a[k] is None) or torch.equal(b[k], a[k]) for k in b)
+    assert (adv - target).abs().max() <= 8 / 255 + 1e-6 and 0 <= adv.min() and adv.max() <= 1
+    from attacks import frozen_bn_stats
+
+    with torch.no_grad(), frozen_bn_stats(t.model):
+        assert t._loss(torch.cat([clean, adv]))[0] > t._loss(torch.cat([clean, target]))[0]
+
+
+@pytest.mark.parametrize("method", ["empssl", "simclr"])
+def test_free_perturbation_persists_across_minibatches_in_ball_and_box(tmp_path, tiny_data, method):
+    t = make_trainer(tmp_path, tiny_data, method, "free", "--replays", "2")
+    assert t.free.delta.device == t.images.device
+    assert t.free.delta.shape[0] == (3 * 16 if method == "empssl" else 16)
+    t.train_step(t.images[:16])
+    after_first = t.free.delta.clone()
+    assert after_first.abs().max() > 0
+    assert after_first.abs().max() <= 8 / 255 + 1e-6
+    steps_before = t.step
+    seen = []
+    original = t.free.perturb
+    t.free.perturb = lambda x: (seen.append(t.free.delta.clone()), original(x))[1]
+    t.train_step(t.images[16:32])
+    # The first replay of the next minibatch starts from the carried perturbation (made valid for the new views).
+    assert torch.count_nonzero(seen[0]) > 0 and (seen[0] - after_first).abs().max() <= 8 / 255 + 1e-6
+    assert t.step == steps_before + 2
+    assert t.free.delta.abs().max() <= 8 / 255 + 1e-6
+
+
+def test_parser_refuses_bad_values_in_one_line(tiny_data):
+    for args in (["--num-views", "1"], ["--eps", "-1"], ["--eps", "abc"], ["--batch-size", "0"], ["--bogus"],
+                 ["--scale-min", "0.5", "--scale-max", "0.2"]):
+        proc = run_script("main_empssl_adv.py", *args, check=False)
+        assert proc.returncode == 2, args
+        assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_batch_larger_than_dataset_is_refused(tmp_path, tiny_data):
+    proc = run_script("main_simclr.py", "--data-dir", tiny_data, "--subset", 8, "--out-dir", tmp_path, *TINY, check=False)
+    assert proc.returncode == 2 and "larger than the 8 training images" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_eps_accepts_fractions(tiny_data):
+    cfg, _, _ = parse_config("empssl", "pgd", SCRIPT_DEFAULTS, ["--eps", "4/255", "--alpha", "0.002"])
+    assert cfg["eps"] == pytest.approx(4 / 255) and cfg["alpha"] == 0.002
+
+
+def test_help_lists_shared_flags():
+    out = run_script("main_empssl_free_adv.py", "--help").stdout
+    for flag in ("--data-dir", "--num-views", "--replays", "--eps", "--resume", "--compile", "--width", "--subset"):
+        assert flag in out
+    assert "(default: 10)" in out  # CF-AMC-SSL's 10 epochs

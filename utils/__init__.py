@@ -1,0 +1,1 @@
+"""Data, training and evaluation engines, checkpoints, runs and reports."""
