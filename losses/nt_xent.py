@@ -15,5 +15,5 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.07) -> to
         b = n // 2
         logits = z @ z.T / temperature
         logits = logits.masked_fill(torch.eye(n, dtype=torch.bool, device=z.device), float("-inf"))
-        targets = torch.cat([torch.arange(b, n), torch.arange(0, b)]).to(z.device)
+        targets = torch.arange(n, device=z.device).add_(b).remainder_(n)
         return F.cross_entropy(logits, targets)

@@ -47,7 +47,9 @@ def positive_float(text):
 def eps_label(eps: float) -> str:
     """8/255 for 0.0313725..., the way the field writes epsilons."""
     f = Fraction(eps).limit_denominator(1000)
-    return f"{f.numerator}/{f.denominator}" if abs(float(f) - eps) < 1e-9 else f"{eps:g}"
+    if abs(float(f) - eps) > 1e-9:
+        return f"{eps:g}"
+    return str(f.numerator) if f.denominator == 1 else f"{f.numerator}/{f.denominator}"
 
 
 class _HelpFormatter(argparse.HelpFormatter):

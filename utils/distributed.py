@@ -69,3 +69,12 @@ def gather_objects(obj) -> list:
     out = [None] * world_size()
     tdist.all_gather_object(out, obj)
     return out
+
+
+def any_true(*flags: bool) -> list:
+    """Each flag OR-ed over all ranks (one small all-reduce; local values in a single process)."""
+    if not is_distributed():
+        return list(flags)
+    t = torch.tensor([float(f) for f in flags], device="cuda" if tdist.get_backend() == "nccl" else "cpu")
+    tdist.all_reduce(t, op=tdist.ReduceOp.MAX)
+    return [bool(v) for v in t.tolist()]

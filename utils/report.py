@@ -43,7 +43,12 @@ def model_name(r) -> str:
     unit = "crops" if preset == "crop" else "patches"
     regime_text = REGIMES.get(regime, regime).format(**{"pgd_steps": "?", "replays": "?", **cfg})
     epochs = cfg.get("epochs", "?")
-    name = f"{preset.capitalize()}-based {NAMES.get(method, method)} ({views} {unit}, {regime_text}, {epochs} epochs)"
+    details = [f"{views} {unit}", regime_text, f"{epochs} epochs"]
+    if cfg.get("width", 64) != 64:
+        details.append(f"width {cfg['width']}")
+    if cfg.get("subset"):
+        details.append(f"{cfg['subset']} train images")
+    name = f"{preset.capitalize()}-based {NAMES.get(method, method)} ({', '.join(details)})"
     if method == "empssl" and regime == "free":
         name += " = CF-AMC-SSL"
     return name

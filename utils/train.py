@@ -170,7 +170,8 @@ class Objective:
 
 
 class Trainer:
-    def __init__(self, cfg, given):
+    def __init__(self, cfg, given, images=None):
+        """``images``: a uint8 (N, 3, H, W) tensor to train on instead of ``--data`` (benchmarks, tests)."""
         self.cfg = cfg
         self.rank, self.world = dist.rank(), dist.world_size()
         self.is_main = self.rank == 0
@@ -191,7 +192,8 @@ class Trainer:
         note_batch_size(cfg["batch_size"])
 
         torch.manual_seed(cfg["seed"])
-        images, _ = load_dataset(cfg["data"], cfg["data_dir"], train=True, download=cfg["download"] and self.is_main)
+        if images is None:
+            images, _ = load_dataset(cfg["data"], cfg["data_dir"], train=True, download=cfg["download"] and self.is_main)
         if cfg["subset"]:
             images = images[: cfg["subset"]]
         if cfg["batch_size"] > len(images):
@@ -359,7 +361,7 @@ class Trainer:
             sums = torch.zeros(len(names), device=self.device)
             bad_step = torch.full((), -1, dtype=torch.long, device=self.device)
             bad_terms = torch.zeros(len(names), device=self.device)
-            first_batch, epoch_start = self.batch_in_epoch, time.monotonic()
+            first_batch, epoch_start, banked = self.batch_in_epoch, time.monotonic(), 0.0
             bar = tqdm(total=self.steps_per_epoch, initial=first_batch, desc=f"epoch {self.epoch + 1}/{cfg['epochs']}",
                        disable=None if self.is_main else True, dynamic_ncols=True, leave=False)
             for b in range(first_batch, self.steps_per_epoch):
@@ -373,20 +375,24 @@ class Trainer:
                 self.batch_in_epoch = b + 1
                 bar.update(1)
                 done = b + 1 - first_batch
-                if done % self.log_every == 0 or b + 1 == self.steps_per_epoch or self.stop_signal:
-                    self._check_finite(bad_step, bad_terms, names)
-                    bar.set_postfix(loss=f"{sums[0].item() / done:.4g}",
-                                    img_s=f"{done * cfg['batch_size'] / (time.monotonic() - epoch_start):.0f}")
-                if self.stop_signal:
+                # Host syncs happen only here, every log_every steps; under DDP every rank reaches the same
+                # points, so the decisions to save or stop are taken together.
+                if done % self.log_every and b + 1 < self.steps_per_epoch:
+                    continue
+                self._check_finite(bad_step, bad_terms, names)
+                elapsed = banked + time.monotonic() - epoch_start
+                bar.set_postfix(loss=f"{sums[0].item() / done:.4g}", img_s=f"{done * cfg['batch_size'] / elapsed:.0f}")
+                save_due = bool(cfg["checkpoint_minutes"]) and time.monotonic() - last_save > 60 * cfg["checkpoint_minutes"]
+                stop, save_due = dist.any_true(self.stop_signal is not None, save_due and b + 1 < self.steps_per_epoch)
+                if stop:
                     self._stop(epoch_start)
-                if cfg["checkpoint_minutes"] and time.monotonic() - last_save > 60 * cfg["checkpoint_minutes"]:
+                if save_due:
                     self._save_progress(epoch_start)
-                    epoch_start, first_batch = time.monotonic(), b + 1
-                    sums.zero_()
-                    last_save = time.monotonic()
+                    banked += time.monotonic() - epoch_start
+                    epoch_start = last_save = time.monotonic()
             bar.close()
-            seconds = time.monotonic() - epoch_start
-            self.train_seconds += seconds
+            seconds = banked + time.monotonic() - epoch_start
+            self.train_seconds += time.monotonic() - epoch_start
             self.epoch, self.batch_in_epoch = self.epoch + 1, 0
             done = self.steps_per_epoch - first_batch
             means = (sums / max(done, 1)).tolist()
@@ -423,13 +429,14 @@ class Trainer:
 
     def _stop(self, epoch_start):
         self._save_progress(epoch_start)
-        name = signal.Signals(self.stop_signal).name
+        signum = self.stop_signal or signal.SIGTERM  # another rank may have received it
+        name = signal.Signals(signum).name
         if self.is_main:
             print(f"stopped by {name} at epoch {self.epoch + 1}, step {self.batch_in_epoch}/{self.steps_per_epoch}; "
                   f"checkpoint {self.out_dir / 'last.pt'}; continue with: "
                   f"python {self.cfg['script']}.py --resume {self.out_dir}", file=sys.stderr)
         dist.shutdown()
-        sys.exit(128 + self.stop_signal)
+        sys.exit(128 + signum)
 
 
 def train(method: str, regime: str, argv=None, **defaults):

@@ -1,0 +1,118 @@
+"""Training throughput of each script's default configuration, and the projected time of its full run.
+
+    python -m benchmarks.bench_train [--scripts main_empssl_free_adv ...] [--compile both] [--device cuda]
+
+For each script: images/s over --steps timed optimizer steps (after --warmup), epoch time on 50,000 images,
+peak device memory, model FLOP utilisation (forward + backward FLOPs counted by torch's FlopCounterMode,
+against --peak-tflops), and the projected time of the script's default run next to the paper's Time column.
+Data are random uint8 images resident on the device, as in training. On the CPU use a small model
+(--width 8 --hidden-dim 64 --batch-size 8 --num-views 2) to check that it runs.
+"""
+import argparse
+import time
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from utils.train import Trainer, parse_config
+
+from .common import machine, print_table, sync
+
+DEFAULTS = {  # the scripts' own defaults (see main_*.py) and the paper's reported minutes
+    "main_empssl": ("empssl", "standard", 30, 100, 16, None),
+    "main_empssl_adv": ("empssl", "pgd", 30, 100, 16, 530),
+    "main_empssl_free_adv": ("empssl", "free", 10, 100, 16, 97),
+    "main_simclr": ("simclr", "standard", 500, 512, 2, None),
+    "main_simclr_adv": ("simclr", "pgd", 500, 512, 2, 934),
+    "main_simclr_free_adv": ("simclr", "free", 167, 512, 2, 157),
+}
+TRAIN_IMAGES = 50_000
+
+
+def model_flops(trainer, views):
+    """Forward + backward FLOPs of the encoder on one step's views."""
+    with FlopCounterMode(display=False) as counter:
+        with trainer._autocast():
+            out = trainer.model(views)
+        out.float().sum().backward()
+    trainer.model.zero_grad(set_to_none=True)
+    return counter.get_total_flops()
+
+
+def bench(script, args, compile_model):
+    method, regime, epochs, batch, views, paper_min = DEFAULTS[script]
+    batch = args.batch_size or batch
+    views = args.num_views or views
+    argv = ["--device", args.device, "--width", str(args.width), "--hidden-dim", str(args.hidden_dim),
+            "--batch-size", str(batch), "--out-dir", args.out_dir, "--checkpoint-minutes", "0"]
+    if method == "empssl":
+        argv += ["--num-views", str(views)]
+    if compile_model:
+        argv.append("--compile")
+    cfg, given, _ = parse_config(method, regime, {"epochs": epochs, "batch_size": batch}, argv)
+    n = max(batch * (args.steps + args.warmup), batch)
+    trainer = Trainer(cfg, given, images=torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8))
+    device = trainer.device
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    order = torch.randperm(n, device=device)
+
+    def step(i):
+        return trainer.train_step(trainer.images[order[(i * batch) % (n - batch + 1):][:batch]])
+
+    for i in range(args.warmup):
+        step(i)
+    sync(device)
+    host_sync = "-"
+    if device.type == "cuda":
+        # A step that waits for the GPU anywhere (.item(), a data-dependent shape, ...) raises here.
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            step(args.warmup)
+            host_sync = "none"
+        except RuntimeError as e:
+            host_sync = str(e).splitlines()[0][:60]
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    sync(device)
+    start = time.perf_counter()
+    for i in range(args.steps):
+        step(i)
+    sync(device)
+    seconds = (time.perf_counter() - start) / args.steps
+    passes = {"standard": 1, "pgd": cfg.get("pgd_steps", 0) + 1, "free": cfg["replays"]}[regime]
+    flops = model_flops(trainer, trainer.augment(trainer.images[:batch])) * passes
+    steps_per_epoch = TRAIN_IMAGES // batch
+    epoch_s = seconds * steps_per_epoch
+    row = [script + (" +compile" if compile_model else ""), f"{batch / seconds:.0f}", f"{epoch_s:.1f}",
+           f"{torch.cuda.max_memory_allocated(device) / 2**30:.1f}" if device.type == "cuda" else "-",
+           f"{100 * flops / seconds / (args.peak_tflops * 1e12):.1f}" if args.peak_tflops else "-",
+           f"{epoch_s * epochs / 60:.1f}", str(paper_min or "-"), host_sync]
+    return row
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--scripts", nargs="+", default=list(DEFAULTS), choices=list(DEFAULTS))
+    p.add_argument("--compile", choices=("off", "on", "both"), default="off")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--width", type=int, default=64)
+    p.add_argument("--hidden-dim", type=int, default=4096)
+    p.add_argument("--batch-size", type=int, default=None, help="override every script's batch")
+    p.add_argument("--num-views", type=int, default=None, help="override EMP-SSL's 16 views")
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--peak-tflops", type=float, default=None,
+                   help="device peak for MFU, e.g. 989 for H100 SXM dense bf16 (default: none on CPU)")
+    p.add_argument("--out-dir", default="/tmp/bench_train")
+    args = p.parse_args(argv)
+    if args.peak_tflops is None and args.device.startswith("cuda") and "H100" in torch.cuda.get_device_name():
+        args.peak_tflops = 989.0
+    modes = {"off": [False], "on": [True], "both": [False, True]}[args.compile]
+    rows = [bench(s, args, c) for s in args.scripts for c in modes]
+    print(f"width {args.width}, hidden {args.hidden_dim}, {machine(args.device)}")
+    print_table(["script", "img/s", "epoch s", "peak GiB", "MFU %", "full run min", "paper min", "host sync"], rows)
+
+
+if __name__ == "__main__":
+    main()
