@@ -31,3 +31,11 @@ def test_bench_eval(capsys):
     bench_eval.main(["--n", "12", "--batch-size", "5", "--steps", "1", "--width", "4", "--hidden-dim", "16",
                      "--device", "cpu"])
     assert "PGD-1" in capsys.readouterr().out
+
+
+def test_bench_augment(capsys):
+    from benchmarks import bench_augment
+
+    bench_augment.main(["--images", "4", "--views", "2", "--repeats", "1"])
+    out = capsys.readouterr().out
+    assert "PIL reference" in out and "batched" in out
