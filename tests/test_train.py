@@ -106,3 +106,10 @@ def test_help_lists_shared_flags():
     for flag in ("--data-dir", "--num-views", "--replays", "--eps", "--resume", "--compile", "--width", "--subset"):
         assert flag in out
     assert "(default: 10)" in out  # CF-AMC-SSL's 10 epochs
+
+
+def test_compiled_pgd_run_trains_and_saves_plain_keys(tmp_path, tiny_data):
+    run_script("main_empssl_adv.py", "--data-dir", tiny_data, "--subset", 32, *TINY, "--epochs", 1, "--num-views", 2,
+               "--pgd-steps", 1, "--compile", "--out-dir", tmp_path, timeout=600)
+    ckpt = load_checkpoint(tmp_path / "last.pt")
+    assert ckpt["config"]["compile"] and not any(k.startswith(("_orig_mod", "module")) for k in ckpt["model"])

@@ -298,7 +298,7 @@ class Trainer:
 
     def _loss(self, views, net=None):
         with self._autocast():
-            z = (net or self.net)(views)
+            z = (self.net if net is None else net)(views)
         return self.objective(z)
 
     def _update(self, loss):
