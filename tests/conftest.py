@@ -53,11 +53,12 @@ TINY = ["--width", "8", "--hidden-dim", "32", "--batch-size", "16", "--epochs", 
 
 
 def run_script(script, *args, timeout=240, check=True):
-    """Run a top-level script as a user would; returns the CompletedProcess."""
+    """Run a top-level script (or ``-m module``) as a user would; returns the CompletedProcess."""
     import subprocess
 
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, str(ROOT / script), *map(str, args)], capture_output=True, text=True,
+    target = [script] if script == "-m" else [str(ROOT / script)]
+    proc = subprocess.run([sys.executable, *target, *map(str, args)], capture_output=True, text=True,
                           timeout=timeout, env=env, cwd=ROOT)
     if check and proc.returncode != 0:
         raise AssertionError(f"{script} exited {proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")

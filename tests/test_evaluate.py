@@ -114,3 +114,25 @@ def test_original_code_state_dict_with_module_prefix_loads(tmp_path):
 
     with pytest.raises(UsageError, match="evaluate_empssl.py"):
         load_encoder(tmp_path / "orig.pt", "simclr")
+
+
+def test_autoattack_and_eps_sweep_and_report(tmp_path, tiny_data):
+    run_script("main_empssl_free_adv.py", "--data-dir", tiny_data, "--subset", 32, *TINY, "--epochs", 1,
+               "--num-views", 2, "--replays", 1, "--out-dir", tmp_path / "run")
+    run_script("evaluate_empssl.py", "--checkpoint", tmp_path / "run" / "last.pt", "--device", "cpu",
+               "--subset-train", 32, "--subset-test", 6, "--probe-epochs", 1, "--pgd-steps", 2, "--eps-sweep",
+               "--autoattack", "--autoattack-samples", 3, "--eps", "8/255", timeout=600)
+    result = json.loads((tmp_path / "run" / "eval.json").read_text())
+    assert set(result["pgd"]) == {"0", "1/255", "2/255", "4/255", "8/255", "16/255"}
+    assert result["pgd"]["0"] == result["clean"]
+    assert result["autoattack_samples"] == 3 and 0 <= result["autoattack"]["8/255"] <= 100
+    proc = run_script("-m", "utils.report", tmp_path, "--out", tmp_path / "table.md")
+    table = (tmp_path / "table.md").read_text()
+    assert "Crop-based EMP-SSL (2 crops, m=1 free, 1 epochs, width 8, 32 train images) = CF-AMC-SSL" in table
+    assert "AutoAttack(8/255)" in table and f"{result['clean']:.2f}" in table
+    assert (tmp_path / "robust_accuracy.png").stat().st_size > 1000 and "plot:" in proc.stdout
+
+
+def test_report_without_results_is_one_line(tmp_path):
+    proc = run_script("-m", "utils.report", tmp_path, check=False)
+    assert proc.returncode == 2 and "no eval.json" in proc.stderr and "Traceback" not in proc.stderr

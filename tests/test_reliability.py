@@ -137,3 +137,54 @@ def test_bad_input_is_one_line(tmp_path, tiny_data, case):
     device = [] if case == "cuda" else ["--device", "cpu"]
     proc = run_script("main_empssl.py", *args, *device, "--width", "8", "--hidden-dim", "32", check=False)
     one_line_error(proc)
+
+
+def test_resume_from_a_mid_epoch_stop_gives_bit_identical_weights(tmp_path, tiny_data):
+    from utils.train import Trainer, parse_config
+
+    def trainer(out, *extra):
+        argv = ["--data-dir", str(tiny_data), "--subset", "64", *map(str, TINY), "--num-views", "2", "--out-dir",
+                str(out), *extra]
+        cfg, given, _ = parse_config("empssl", "free", {"epochs": 2, "batch_size": 16}, argv)
+        return Trainer(cfg, given)
+
+    full = trainer(tmp_path / "full")
+    full.run()
+    interrupted = trainer(tmp_path / "cut")
+    original_step = interrupted.train_step
+
+    def step_then_signal(batch):  # a SIGTERM arriving during the 6th step (epoch 2, batch 2 of 4)
+        out = original_step(batch)
+        if interrupted.step == 6 * interrupted.cfg["replays"]:
+            interrupted.stop_signal = signal.SIGTERM
+        return out
+
+    interrupted.train_step = step_then_signal
+    with pytest.raises(SystemExit) as stop:
+        interrupted.run()
+    assert stop.value.code == 128 + signal.SIGTERM
+    saved = load_checkpoint(tmp_path / "cut" / "last.pt")
+    assert (saved["epoch"], saved["batch_in_epoch"]) == (1, 2)
+    resumed = trainer(tmp_path / "cut", "--resume", "auto")
+    resumed.run()
+    for k, v in full.model.state_dict().items():
+        assert torch.equal(v, resumed.model.state_dict()[k]), k
+    assert torch.equal(full.free.delta, resumed.free.delta)
+
+
+@pytest.mark.parametrize("case", ["corrupt", "wrong_size"])
+def test_bad_image_folder_is_one_line(tmp_path, case):
+    import numpy as np
+    from PIL import Image
+
+    folder = tmp_path / "data" / "train" / "cat"
+    folder.mkdir(parents=True)
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(folder / "good.png")
+    if case == "corrupt":
+        (folder / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    else:
+        Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(folder / "big.png")
+    proc = run_script("main_empssl.py", "--data", "imagefolder", "--data-dir", tmp_path / "data", "--device", "cpu",
+                      "--out-dir", tmp_path / "run", check=False)
+    line = one_line_error(proc)
+    assert ("broken.jpg" in line) if case == "corrupt" else ("64x64" in line and "big.png" in line)
