@@ -176,10 +176,10 @@ class Trainer:
         self.rank, self.world = dist.rank(), dist.world_size()
         self.is_main = self.rank == 0
         resume_path = self._resume_path(cfg["resume"], cfg["out_dir"], cfg["script"])
-        self.state = None
+        state = None
         if resume_path is not None:
-            self.state = load_checkpoint(resume_path)
-            self._check_resume(self.state, resume_path, given)
+            state = load_checkpoint(resume_path)
+            self._check_resume(state, resume_path, given)
         self.device = dist.device_for(resolve_device(cfg["device"]))
         cuda = self.device.type == "cuda"
         self.amp = cfg["precision"] == "bf16" or (cfg["precision"] == "auto" and cuda)
@@ -226,8 +226,8 @@ class Trainer:
         self.epoch, self.batch_in_epoch, self.step, self.train_seconds = 0, 0, 0, 0.0
         # Augmentation draws differ per rank; initial weights and data order agree (seeded above / per epoch).
         torch.manual_seed(cfg["seed"] + 1_000_003 * (self.rank + 1))
-        if self.state is not None:
-            self._restore(self.state)
+        if state is not None:
+            self._restore(state)
         self.stop_signal = None
 
     # ----- resume -------------------------------------------------------------------------------
