@@ -21,7 +21,8 @@ from augment import MultiViewAugment
 from models import ARCHS, Z_DIMS, build_encoder
 
 from .checkpoint import clean_state_dict, load_checkpoint
-from .cli import Parser, default_data_dir, eps_label, fraction, nonneg_int, positive_float, positive_int, run_main
+from .cli import (Parser, default_data_dir, eps_label, fraction, nonneg_int, note_batch_size, positive_float,
+                  positive_int, run_main)
 from .data import DATASETS, load_dataset
 from .errors import UsageError
 from .run import make_dir, resolve_device, write_json
@@ -217,6 +218,7 @@ def autoattack_accuracy(model, images, labels, eps, num_classes, batch_size, dev
 def evaluate(method: str, argv=None):
     args = build_parser(method).parse_args(sys.argv[1:] if argv is None else argv)
     started = time.monotonic()
+    note_batch_size(args.batch_size)
     torch.manual_seed(args.seed)
     device = resolve_device(args.device)
     encoder, meta = load_encoder(args.checkpoint, method)
