@@ -91,15 +91,19 @@ def test_evaluation_of_each_scripts_checkpoint(tmp_path, tiny_data, method, regi
     run_script(SCRIPTS[method, regime] + ".py", "--data-dir", tiny_data, "--subset", 32, *TINY, "--epochs", 1,
                "--out-dir", tmp_path, *views, *extra)
     evaluator = f"evaluate_{method}.py"
-    test_views = ["--test-views", "2"] if (method, regime) == ("empssl", "free") else []
+    options = {("empssl", "free"): ["--test-views", "2"],
+               ("simclr", "pgd"): ["--probe", "adversarial", "--probe-pgd-steps", "1", "--features", "backbone"]}
     proc = run_script(evaluator, "--checkpoint", tmp_path / "last.pt", "--device", "cpu", "--subset-train", 32,
-                      "--subset-test", 24, "--probe-epochs", 2, "--pgd-steps", 2, "--batch-size", 10, *test_views)
+                      "--subset-test", 24, "--probe-epochs", 2, "--pgd-steps", 2, "--batch-size", 10,
+                      *options.get((method, regime), []))
     result = json.loads((tmp_path / "eval.json").read_text())
     assert result["n_test"] == 24 and result["method"] == method and result["regime"] == regime
     assert set(result["pgd"]) == {"4/255", "8/255"} and all(0 <= v <= 100 for v in result["pgd"].values())
     assert result["settings"]["pgd_steps"] == 2 and result["seconds"] > 0
     probe = torch.load(tmp_path / "probe.pt", weights_only=True)
-    assert probe["feature_kind"] == "pre" and probe["head"]["weight"].shape == (10, 32)
+    kind, dim = ("backbone", 64) if (method, regime) == ("simclr", "pgd") else ("pre", 32)
+    assert probe["feature_kind"] == kind and probe["head"]["weight"].shape == (10, dim)
+    assert result["settings"]["probe"] == ("adversarial" if (method, regime) == ("simclr", "pgd") else "standard")
     assert "clean" in proc.stdout
 
 
