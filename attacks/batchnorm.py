@@ -1,5 +1,6 @@
 from contextlib import contextmanager
 
+import torch
 from torch import nn
 
 
@@ -8,16 +9,20 @@ def frozen_bn_stats(model: nn.Module):
     """Run ``model`` in its current mode without moving BatchNorm running statistics.
 
     In training mode BatchNorm still normalises with the batch's own statistics (the loss the attack
-    maximises is the one the training step sees), but with the running buffers detached for the duration
-    it neither updates them nor counts the batch. Modules in eval mode keep using their running statistics.
+    maximises is the one the training step sees); the running buffers and batch counters are copied on
+    entry and written back in place on exit. Keeping the buffers in place (rather than detaching them) is
+    what SyncBatchNorm and torch.compile need. Modules in eval mode keep using their running statistics.
     """
-    saved = []
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training and m.track_running_stats:
-            saved.append((m, m.running_mean, m.running_var, m.num_batches_tracked))
-            m.running_mean = m.running_var = m.num_batches_tracked = None
+    saved = [
+        (buf, buf.clone())
+        for m in model.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training and m.track_running_stats
+        for buf in (m.running_mean, m.running_var, m.num_batches_tracked)
+        if buf is not None
+    ]
     try:
         yield model
     finally:
-        for m, mean, var, count in saved:
-            m.running_mean, m.running_var, m.num_batches_tracked = mean, var, count
+        with torch.no_grad():
+            for buf, value in saved:
+                buf.copy_(value)

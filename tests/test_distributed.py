@@ -67,7 +67,9 @@ def test_every_script_trains_under_torchrun(tmp_path, tiny_data, method, regime)
     assert ckpt["step"] == 2 * (2 if regime == "free" else 1)  # 32 images / global batch 16
     assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 1  # rank 0 alone writes
     if regime == "free":
-        assert ckpt["free"]["delta"].shape[0] == (2 * 8 if method == "empssl" else 8)  # the rank's shard
+        shard = 2 * 8 if method == "empssl" else 8  # each rank perturbs its own share of the batch
+        assert [f["delta"].shape[0] for f in ckpt["free"]] == [shard, shard]
+        assert not torch.equal(ckpt["free"][0]["delta"], ckpt["free"][1]["delta"])
     evaluator = f"evaluate_{method}.py"
     ev = subprocess.run([sys.executable, str(ROOT / evaluator), "--checkpoint", str(tmp_path / "last.pt"), "--device",
                          "cpu", "--subset-train", "16", "--subset-test", "8", "--probe-epochs", "1", "--pgd-steps", "1"],

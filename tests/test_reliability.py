@@ -1,4 +1,5 @@
 """No trained work lost, bad input refused in one line, no code run from a checkpoint."""
+import json
 import os
 import signal
 import subprocess
@@ -29,7 +30,7 @@ def test_resume_gives_bit_identical_weights(tmp_path, tiny_data):
     assert b["epoch"] == 2 and b["step"] == a["step"]
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
-    assert torch.equal(a["free"]["delta"], b["free"]["delta"])
+    assert torch.equal(a["free"][0]["delta"], b["free"][0]["delta"])
 
 
 def test_resume_refuses_changed_essential_flags_and_other_scripts(tmp_path, tiny_data):
@@ -139,7 +140,8 @@ def test_bad_input_is_one_line(tmp_path, tiny_data, case):
     one_line_error(proc)
 
 
-def test_resume_from_a_mid_epoch_stop_gives_bit_identical_weights(tmp_path, tiny_data):
+@pytest.mark.parametrize("stop_step,where", [(6, (1, 2)), (4, (1, 0))])  # mid-epoch 2; last batch of epoch 1
+def test_resume_after_a_stop_gives_bit_identical_weights(tmp_path, tiny_data, stop_step, where):
     from utils.train import Trainer, parse_config
 
     def trainer(out, *extra):
@@ -153,9 +155,9 @@ def test_resume_from_a_mid_epoch_stop_gives_bit_identical_weights(tmp_path, tiny
     interrupted = trainer(tmp_path / "cut")
     original_step = interrupted.train_step
 
-    def step_then_signal(batch):  # a SIGTERM arriving during the 6th step (epoch 2, batch 2 of 4)
+    def step_then_signal(batch):  # a SIGTERM arriving during the given step (4 steps per epoch)
         out = original_step(batch)
-        if interrupted.step == 6 * interrupted.cfg["replays"]:
+        if interrupted.step == stop_step * interrupted.cfg["replays"]:
             interrupted.stop_signal = signal.SIGTERM
         return out
 
@@ -164,9 +166,12 @@ def test_resume_from_a_mid_epoch_stop_gives_bit_identical_weights(tmp_path, tiny
         interrupted.run()
     assert stop.value.code == 128 + signal.SIGTERM
     saved = load_checkpoint(tmp_path / "cut" / "last.pt")
-    assert (saved["epoch"], saved["batch_in_epoch"]) == (1, 2)
+    assert (saved["epoch"], saved["batch_in_epoch"]) == where
     resumed = trainer(tmp_path / "cut", "--resume", "auto")
     resumed.run()
+    records = [json.loads(line) for line in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2] and all(r["loss"] != 0 for r in records)
+    assert signal.getsignal(signal.SIGTERM) not in (interrupted._on_signal, resumed._on_signal)  # handlers restored
     for k, v in full.model.state_dict().items():
         assert torch.equal(v, resumed.model.state_dict()[k]), k
     assert torch.equal(full.free.delta, resumed.free.delta)

@@ -63,6 +63,11 @@ def gather_views(z: torch.Tensor) -> torch.Tensor:
     return torch.cat(all_gather(z.contiguous()), dim=1)
 
 
+def barrier() -> None:
+    if is_distributed():
+        tdist.barrier()
+
+
 def gather_objects(obj) -> list:
     if not is_distributed():
         return [obj]

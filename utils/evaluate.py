@@ -237,7 +237,11 @@ def evaluate(method: str, argv=None):
     ckpt_path = Path(args.checkpoint)
     out_dir = make_dir(args.out or (ckpt_path if ckpt_path.is_dir() else ckpt_path.parent))
 
-    augment = MultiViewAugment(test_views, "empssl", cfg.get("preset", "crop")) if test_views > 1 else None
+    augment = None
+    if test_views > 1:  # the training run's views: its preset and any crop overrides
+        scale = (cfg["scale_min"], cfg["scale_max"]) if cfg.get("scale_min") is not None else None
+        ratio = (cfg["ratio_min"], cfg["ratio_max"]) if cfg.get("ratio_min") is not None else None
+        augment = MultiViewAugment(test_views, "empssl", cfg.get("preset", "crop"), scale=scale, ratio=ratio)
     head = nn.Linear(encoder.feature_dim(args.features), num_classes).to(device)
     model = ViewAveragingClassifier(encoder, head, args.features, augment).eval()
     if args.probe == "standard":

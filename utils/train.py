@@ -193,7 +193,11 @@ class Trainer:
 
         torch.manual_seed(cfg["seed"])
         if images is None:
-            images, _ = load_dataset(cfg["data"], cfg["data_dir"], train=True, download=cfg["download"] and self.is_main)
+            if self.is_main:
+                images, _ = load_dataset(cfg["data"], cfg["data_dir"], train=True, download=cfg["download"])
+            dist.barrier()  # the other ranks read what rank 0 may have just downloaded
+            if not self.is_main:
+                images, _ = load_dataset(cfg["data"], cfg["data_dir"], train=True)
         if cfg["subset"]:
             images = images[: cfg["subset"]]
         if cfg["batch_size"] > len(images):
@@ -266,7 +270,7 @@ class Trainer:
         self.epoch, self.batch_in_epoch, self.step = state["epoch"], state["batch_in_epoch"], state["step"]
         self.train_seconds = state["train_seconds"]
         if self.free is not None:
-            self.free.load_state_dict(state["free"])
+            self.free.load_state_dict(state["free"][min(self.rank, len(state["free"]) - 1)])
         rng = state["rng"][min(self.rank, len(state["rng"]) - 1)]
         torch.set_rng_state(rng["cpu"])
         if self.device.type == "cuda" and rng.get("cuda") is not None:
@@ -275,6 +279,9 @@ class Trainer:
     def checkpoint(self, name="last.pt"):
         rng = {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None}
         rngs = dist.gather_objects(rng)
+        # Each rank perturbs its own share of the batch: keep every rank's perturbation, like its RNG state.
+        frees = dist.gather_objects({k: v.cpu() if torch.is_tensor(v) else v for k, v in self.free.state_dict().items()}
+                                    if self.free is not None else None)
         if not self.is_main:
             return
         state = {
@@ -287,7 +294,7 @@ class Trainer:
             "step": self.step,
             "train_seconds": self.train_seconds,
             "rng": rngs,
-            "free": self.free.state_dict() if self.free is not None else None,
+            "free": frees if self.free is not None else None,
             "config": {k: v for k, v in self.cfg.items()},
         }
         save_checkpoint(state, self.out_dir / name)
@@ -352,8 +359,15 @@ class Trainer:
         cfg = self.cfg
         if self.is_main:
             write_json(self.out_dir / "config.json", cfg)
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, self._on_signal)
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            return self._loop()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _loop(self):
+        cfg = self.cfg
         names = self.objective.term_names
         last_save = time.monotonic()
         while self.epoch < cfg["epochs"]:
@@ -361,7 +375,7 @@ class Trainer:
             sums = torch.zeros(len(names), device=self.device)
             bad_step = torch.full((), -1, dtype=torch.long, device=self.device)
             bad_terms = torch.zeros(len(names), device=self.device)
-            first_batch, epoch_start, banked = self.batch_in_epoch, time.monotonic(), 0.0
+            first_batch, epoch_start, banked, stop = self.batch_in_epoch, time.monotonic(), 0.0, False
             bar = tqdm(total=self.steps_per_epoch, initial=first_batch, desc=f"epoch {self.epoch + 1}/{cfg['epochs']}",
                        disable=None if self.is_main else True, dynamic_ncols=True, leave=False)
             for b in range(first_batch, self.steps_per_epoch):
@@ -384,7 +398,7 @@ class Trainer:
                 bar.set_postfix(loss=f"{sums[0].item() / done:.4g}", img_s=f"{done * cfg['batch_size'] / elapsed:.0f}")
                 save_due = bool(cfg["checkpoint_minutes"]) and time.monotonic() - last_save > 60 * cfg["checkpoint_minutes"]
                 stop, save_due = dist.any_true(self.stop_signal is not None, save_due and b + 1 < self.steps_per_epoch)
-                if stop:
+                if stop and b + 1 < self.steps_per_epoch:
                     self._stop(epoch_start)
                 if save_due:
                     self._save_progress(epoch_start)
@@ -404,11 +418,13 @@ class Trainer:
             if cfg["save_every"] and self.epoch % cfg["save_every"] == 0:
                 self.checkpoint(f"epoch_{self.epoch:04d}.pt")
             last_save = time.monotonic()
-            if self.is_main:
+            if self.is_main and done:
                 append_jsonl(self.out_dir / "metrics.jsonl", record)
                 terms = " ".join(f"{k} {v:.4g}" for k, v in zip(names, means))
                 print(f"epoch {self.epoch}/{cfg['epochs']}  {terms}  lr {record['lr']:.3g}  "
                       f"{seconds:.1f}s  {record['images_per_s']:.0f} img/s", flush=True)
+            if stop and self.epoch < cfg["epochs"]:
+                self._stop(time.monotonic(), save=False)  # last.pt was just written for the finished epoch
         if self.is_main:
             print(f"done in {self.train_seconds / 60:.1f} min; final model: {self.out_dir / 'last.pt'}")
         return self.out_dir
@@ -427,8 +443,9 @@ class Trainer:
         self.train_seconds += time.monotonic() - epoch_start
         self.checkpoint()
 
-    def _stop(self, epoch_start):
-        self._save_progress(epoch_start)
+    def _stop(self, epoch_start, save=True):
+        if save:
+            self._save_progress(epoch_start)
         signum = self.stop_signal or signal.SIGTERM  # another rank may have received it
         name = signal.Signals(signum).name
         if self.is_main:
