@@ -1,5 +1,4 @@
 """The benchmarks run (at a tiny scale, on the CPU) so that they do not rot; no timing is asserted."""
-import pytest
 
 from benchmarks import bench_eval, bench_step, bench_tcr, bench_train
 from utils.train import SCRIPTS

@@ -130,6 +130,3 @@ def _write_cache(path: Path, **arrays):
     except OSError:
         tmp.unlink(missing_ok=True)
 
-
-def num_classes(labels: torch.Tensor) -> int:
-    return int(labels.max()) + 1

@@ -142,11 +142,15 @@ def _batches(n, batch_size, generator, device):
     return [order[i: i + batch_size] for i in range(0, n, batch_size)]
 
 
+def _adam_cosine(head, lr, total_steps):
+    opt = torch.optim.Adam(head.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / total_steps)))
+    return opt, sched
+
+
 def fit_head(head, feats, labels, epochs, lr, batch_size, seed):
     """Adam with a cosine schedule on fixed features; returns the head in eval mode."""
-    opt = torch.optim.Adam(head.parameters(), lr=lr)
-    total = epochs * math.ceil(len(feats) / batch_size)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / total)))
+    opt, sched = _adam_cosine(head, lr, epochs * math.ceil(len(feats) / batch_size))
     g = torch.Generator().manual_seed(seed)
     head.train()
     for _ in tqdm(range(epochs), desc="probe", leave=False, disable=None):
@@ -162,9 +166,7 @@ def fit_head(head, feats, labels, epochs, lr, batch_size, seed):
 def fit_head_adversarially(model: ViewAveragingClassifier, images, labels, args, device):
     """Each minibatch: PGD through encoder + head against the current head, then a head step on the result."""
     head = model.head
-    opt = torch.optim.Adam(head.parameters(), lr=args.probe_lr)
-    total = args.probe_epochs * math.ceil(len(images) / args.probe_batch_size)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / total)))
+    opt, sched = _adam_cosine(head, args.probe_lr, args.probe_epochs * math.ceil(len(images) / args.probe_batch_size))
     g = torch.Generator().manual_seed(args.seed)
     for _ in tqdm(range(args.probe_epochs), desc="adversarial probe", leave=False, disable=None):
         for idx in _batches(len(images), args.probe_batch_size, g, torch.device("cpu")):
