@@ -106,6 +106,7 @@ def test_help_lists_shared_flags():
     for flag in ("--data-dir", "--num-views", "--replays", "--eps", "--resume", "--compile", "--width", "--subset"):
         assert flag in out
     assert "(default: 10)" in out  # CF-AMC-SSL's 10 epochs
+    assert "(default: 0)" in out and "(default: 8/255)" in out  # --seed 0 is shown too; eps as a fraction
 
 
 def test_compiled_pgd_run_trains_and_saves_plain_keys(tmp_path, tiny_data):

@@ -52,10 +52,15 @@ def eps_label(eps: float) -> str:
     return str(f.numerator) if f.denominator == 1 else f"{f.numerator}/{f.denominator}"
 
 
+def _no_default(action) -> bool:
+    # Identity, not equality: a default of 0 is worth showing, while 0 == False.
+    return action.default is None or action.default is False or action.default is argparse.SUPPRESS
+
+
 class _HelpFormatter(argparse.HelpFormatter):
     def _get_help_string(self, action):
         text = action.help or ""
-        if action.default in (None, False, argparse.SUPPRESS) or "default" in text or not action.option_strings:
+        if _no_default(action) or "default" in text or not action.option_strings:
             return text
         return f"{text} (default: %(default)s)".strip()
 
@@ -69,7 +74,7 @@ class Parser(argparse.ArgumentParser):
 
     def format_help(self):
         for action in self._actions:
-            if action.help is None and action.default not in (None, False, argparse.SUPPRESS):
+            if action.help is None and not _no_default(action):
                 action.help = "(default: %(default)s)"
         return super().format_help()
 

@@ -88,7 +88,7 @@ def build_parser(method: str, regime: str, defaults: dict) -> Parser:
         g.add_argument("--tcr-coef", type=nonneg_float, default=1.0, help="weight of the TCR term")
     if regime != "standard":
         g = p.add_argument_group("adversary")
-        g.add_argument("--eps", type=fraction, default=8 / 255, help="L-inf radius (8/255 or 0.0314)")
+        g.add_argument("--eps", type=fraction, default=8 / 255, help="L-inf radius, as 8/255 or 0.0314 (default: 8/255)")
         g.add_argument("--alpha", type=fraction, default=0.01, help="ascent step size")
         if regime == "pgd":
             g.add_argument("--pgd-steps", type=nonneg_int, default=5)
