@@ -1,5 +1,5 @@
-"""EMP-SSL (16 crops, TCR + invariance) with standard training. Every default is a flag: see --help."""
+"""EMP-SSL (16 crops, TCR + invariance) with standard training. Defaults: the seed's row, declared in utils/methods/; every one a flag (see --help)."""
 from utils.train import main
 
 if __name__ == "__main__":
-    main("empssl", "standard", epochs=30, batch_size=100, num_views=16)
+    main("empssl", "standard")

@@ -15,15 +15,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-METHODS = {
-    # jitter = (brightness, contrast, saturation, hue)
-    "empssl": {"jitter": (0.4, 0.4, 0.4, 0.2), "blur_p": 0.1, "solarize_p": 0.1},
-    "simclr": {"jitter": (0.4, 0.4, 0.4, 0.1), "blur_p": 0.0, "solarize_p": 0.0},
-}
+from utils.methods import METHODS
+
 PRESETS = {
     "crop": {"scale": (0.08, 1.0), "ratio": (3 / 4, 4 / 3)},
     "patch": {"scale": (0.25, 0.25), "ratio": (1.0, 1.0)},
 }
+# jitter = (brightness, contrast, saturation, hue); a method's ``augment`` overrides these.
+DEFAULTS = {"jitter": (0.4, 0.4, 0.4, 0.1), "blur_p": 0.0, "solarize_p": 0.0}
 GRAY_WEIGHTS = (0.2989, 0.587, 0.114)
 BLUR_KERNEL = 13
 # Device types on which ops applied to a random subset of views gather it (see _where_views).
@@ -48,11 +47,9 @@ class AugmentConfig:
 def augment_config(num_views, method, preset, *, scale=None, ratio=None, flip_p=0.5, jitter_p=0.8, jitter=None,
                    grayscale_p=0.2, blur_p=None, blur_sigma=(0.1, 2.0), solarize_p=None, size=32) -> AugmentConfig:
     """Resolves the ``None`` defaults from ``method`` and ``preset`` and validates every setting."""
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    defaults = {**METHODS[method], **PRESETS[preset]}
+    defaults = {**DEFAULTS, **METHODS.lookup(method).augment, **PRESETS[preset]}
     cfg = AugmentConfig(
         num_views=int(num_views),
         scale=tuple(float(v) for v in (defaults["scale"] if scale is None else scale)),
@@ -105,6 +102,12 @@ class ViewParams:
 
     def __len__(self):
         return self.top.shape[0]
+
+    def repeat_images(self, batch_size: int) -> "ViewParams":
+        """The views of one image (this holds one row per view) for each of ``batch_size`` images, view-major:
+        every image of a batch gets the same views."""
+        return ViewParams(**{f.name: None if getattr(self, f.name) is None
+                             else getattr(self, f.name).repeat_interleave(batch_size, dim=0) for f in fields(self)})
 
     def to(self, device) -> "ViewParams":
         return ViewParams(**{f.name: None if getattr(self, f.name) is None else getattr(self, f.name).to(device)

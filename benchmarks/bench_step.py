@@ -1,6 +1,6 @@
-"""One full training step of each regime against the forward + backward of the model alone.
+"""One full training step of each registered regime against the forward + backward of the model alone.
 
-    python -m benchmarks.bench_step [--width 16] [--batch-size 32] [--num-views 16] [--device cpu]
+    python -m benchmarks.bench_step [--method empssl] [--width 16] [--batch-size 32] [--num-views 16] [--device cpu]
 
 The full step is what the training loop runs: index the device-resident uint8 batch, cut the views
 (MultiViewAugment), forward, loss, backward and the LARS step; PGD-5 crafts the perturbation first, a free
@@ -11,6 +11,8 @@ import argparse
 
 import torch
 
+from utils.methods import METHODS
+from utils.regimes import REGIMES
 from utils.train import Trainer, parse_config
 
 from .common import machine, print_table, timeit
@@ -18,28 +20,27 @@ from .common import machine, print_table, timeit
 
 def make_trainer(regime, args, images):
     argv = ["--device", args.device, "--width", str(args.width), "--hidden-dim", str(args.hidden_dim),
-            "--batch-size", str(args.batch_size), "--num-views", str(args.num_views), "--out-dir", args.out_dir,
-            "--checkpoint-minutes", "0"]
-    if regime == "free":
-        argv += ["--replays", str(args.replays)]
-    cfg, given, _ = parse_config("empssl", regime, {"epochs": 1, "batch_size": args.batch_size}, argv)
+            "--batch-size", str(args.batch_size), "--out-dir", args.out_dir, "--checkpoint-minutes", "0"]
+    if METHODS[args.method].views is None:
+        argv += ["--num-views", str(args.num_views)]
+    cfg, given, _ = parse_config(args.method, regime, {"epochs": 1, "batch_size": args.batch_size}, argv)
     return Trainer(cfg, given, images=images)
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--method", choices=list(METHODS), default="empssl")
     p.add_argument("--width", type=int, default=16)
     p.add_argument("--hidden-dim", type=int, default=4096)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--num-views", type=int, default=16)
-    p.add_argument("--replays", type=int, default=3)
     p.add_argument("--device", default="cpu")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--out-dir", default="/tmp/bench_step")
     args = p.parse_args(argv)
     images = torch.randint(0, 256, (max(1024, args.batch_size), 3, 32, 32), dtype=torch.uint8)
     rows, base = [], None
-    for regime in ("standard", "pgd", "free"):
+    for regime, regime_cls in REGIMES.items():
         t = make_trainer(regime, args, images)
         batch_index = torch.arange(args.batch_size, device=t.device)
         if base is None:
@@ -55,12 +56,10 @@ def main(argv=None):
             rows.append(["model alone (fwd+bwd)", f"{base * 1e3:.1f}", "1.00x"])
             rows.append(["augmentation only", f"{aug * 1e3:.1f}", f"{aug / base:.2f}x"])
         step = timeit(lambda: t.train_step(t.images[batch_index]), args.device, args.repeats)
-        label = {"standard": "standard step", "pgd": f"PGD-{t.cfg.get('pgd_steps')} step",
-                 "free": f"free step / replay (m={args.replays})"}[regime]
-        per = step / args.replays if regime == "free" else step
-        rows.append([label, f"{per * 1e3:.1f}", f"{per / base:.2f}x"])
-    print(f"EMP-SSL, width {args.width}, hidden {args.hidden_dim}, batch {args.batch_size} x {args.num_views} views, "
-          f"{machine(args.device)}")
+        per = step / regime_cls.steps_per_batch(t.cfg)
+        rows.append([f"{regime_cls.label(t.cfg)}, per optimizer step", f"{per * 1e3:.1f}", f"{per / base:.2f}x"])
+    print(f"{METHODS[args.method].display}, width {args.width}, hidden {args.hidden_dim}, batch {args.batch_size} x "
+          f"{t.cfg['num_views']} views, {machine(args.device)}")
     print_table(["what", "ms", "vs model alone"], rows)
 
 

@@ -14,19 +14,22 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from utils.train import Trainer, parse_config
+from utils.methods import METHODS
+from utils.regimes import REGIMES
+from utils.train import Trainer, entry_scripts, parse_config
 
 from .common import machine, print_table, sync
 
-DEFAULTS = {  # the scripts' own defaults (see main_*.py) and the paper's reported minutes
-    "main_empssl": ("empssl", "standard", 30, 100, 16, None),
-    "main_empssl_adv": ("empssl", "pgd", 30, 100, 16, 530),
-    "main_empssl_free_adv": ("empssl", "free", 10, 100, 16, 97),
-    "main_simclr": ("simclr", "standard", 500, 512, 2, None),
-    "main_simclr_adv": ("simclr", "pgd", 500, 512, 2, 934),
-    "main_simclr_free_adv": ("simclr", "free", 167, 512, 2, 157),
-}
 TRAIN_IMAGES = 50_000
+
+
+def script_rows() -> dict:
+    """script -> (method, regime, its defaults, the paper's minutes for its crop-based row or None)."""
+    rows = {}
+    for (method, regime), (script, defaults) in entry_scripts().items():
+        minutes = [row[5] for row in METHODS[method].paper if row[:2] == (defaults.get("preset", "crop"), regime)]
+        rows[script] = (method, regime, defaults, minutes[0] if minutes else None)
+    return rows
 
 
 def model_flops(trainer, views):
@@ -40,16 +43,17 @@ def model_flops(trainer, views):
 
 
 def bench(script, args, compile_model):
-    method, regime, epochs, batch, views, paper_min = DEFAULTS[script]
-    batch = args.batch_size or batch
-    views = args.num_views or views
+    method, regime, defaults, paper_min = script_rows()[script]
+    batch = args.batch_size or defaults["batch_size"]
     argv = ["--device", args.device, "--width", str(args.width), "--hidden-dim", str(args.hidden_dim),
-            "--batch-size", str(batch), "--out-dir", args.out_dir, "--checkpoint-minutes", "0"]
-    if method == "empssl":
-        argv += ["--num-views", str(views)]
+            "--batch-size", str(batch), "--out-dir", args.out_dir,
+            "--checkpoint-minutes", "0"]
+    if METHODS[method].views is None and args.num_views:
+        argv += ["--num-views", str(args.num_views)]
     if compile_model:
         argv.append("--compile")
-    cfg, given, _ = parse_config(method, regime, {"epochs": epochs, "batch_size": batch}, argv)
+    cfg, given, _ = parse_config(method, regime, defaults, argv)
+    epochs = cfg["epochs"]
     n = max(batch * (args.steps + args.warmup), batch)
     trainer = Trainer(cfg, given, images=torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8))
     device = trainer.device
@@ -80,7 +84,7 @@ def bench(script, args, compile_model):
         step(i)
     sync(device)
     seconds = (time.perf_counter() - start) / args.steps
-    passes = {"standard": 1, "pgd": cfg.get("pgd_steps", 0) + 1, "free": cfg["replays"]}[regime]
+    passes = REGIMES[regime].passes_per_batch(cfg)
     flops = model_flops(trainer, trainer.augment(trainer.images[:batch])) * passes
     steps_per_epoch = TRAIN_IMAGES // batch
     epoch_s = seconds * steps_per_epoch
@@ -93,13 +97,13 @@ def bench(script, args, compile_model):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--scripts", nargs="+", default=list(DEFAULTS), choices=list(DEFAULTS))
+    p.add_argument("--scripts", nargs="+", default=list(script_rows()), choices=list(script_rows()))
     p.add_argument("--compile", choices=("off", "on", "both"), default="off")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--width", type=int, default=64)
     p.add_argument("--hidden-dim", type=int, default=4096)
     p.add_argument("--batch-size", type=int, default=None, help="override every script's batch")
-    p.add_argument("--num-views", type=int, default=None, help="override EMP-SSL's 16 views")
+    p.add_argument("--num-views", type=int, default=None, help="override the views of methods that take --num-views")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--peak-tflops", type=float, default=None,

@@ -1,4 +1,4 @@
-from .encoder import Z_DIMS, Encoder, LinearProbe, build_encoder
+from .encoder import Encoder, build_encoder
 from .resnet import ARCHS, ResNet, resnet18
 
-__all__ = ["ARCHS", "Encoder", "LinearProbe", "ResNet", "Z_DIMS", "build_encoder", "resnet18"]
+__all__ = ["ARCHS", "Encoder", "ResNet", "build_encoder", "resnet18"]

@@ -1,11 +1,11 @@
-"""The self-supervised encoder: backbone, pre-feature layer and projector, and the linear probe head."""
+"""The self-supervised encoder: backbone, pre-feature layer and projector."""
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .resnet import ARCHS
+from utils.methods import METHODS
 
-Z_DIMS = {"empssl": 1024, "simclr": 128}
+from .resnet import ARCHS
 
 
 class Encoder(nn.Module):
@@ -16,12 +16,10 @@ class Encoder(nn.Module):
 
     def __init__(self, method: str, arch: str = "resnet18", width: int = 64, hidden_dim: int = 4096):
         super().__init__()
-        if method not in Z_DIMS:
-            raise ValueError(f"unknown method {method!r}; choose one of {sorted(Z_DIMS)}")
         if arch not in ARCHS:
             raise ValueError(f"unknown arch {arch!r}; choose one of {sorted(ARCHS)}")
         self.method = method
-        self.z_dim = Z_DIMS[method]
+        self.z_dim = METHODS.lookup(method).z_dim
         self.backbone = ARCHS[arch](width)
         feat_dim = self.backbone.out_dim
         self.pre_feature = nn.Sequential(nn.Linear(feat_dim, hidden_dim), nn.BatchNorm1d(hidden_dim), nn.ReLU())
@@ -49,15 +47,3 @@ class Encoder(nn.Module):
 def build_encoder(method: str, arch: str = "resnet18", width: int = 64, hidden_dim: int = 4096) -> Encoder:
     return Encoder(method, arch, width, hidden_dim)
 
-
-class LinearProbe(nn.Module):
-    """Frozen encoder features -> logits; ``forward`` runs end to end from the image so attacks see it all."""
-
-    def __init__(self, encoder: Encoder, num_classes: int, feature_kind: str = "pre"):
-        super().__init__()
-        self.encoder = encoder
-        self.feature_kind = feature_kind
-        self.head = nn.Linear(encoder.feature_dim(feature_kind), num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.encoder.features(x, self.feature_kind))

@@ -1,7 +1,9 @@
 """The benchmarks run (at a tiny scale, on the CPU) so that they do not rot; no timing is asserted."""
 
 from benchmarks import bench_eval, bench_step, bench_tcr, bench_train
-from utils.train import SCRIPTS
+from utils.train import entry_scripts
+
+SCRIPTS = {key: script for key, (script, _) in entry_scripts().items()}
 
 
 def test_bench_tcr(capsys):
@@ -14,12 +16,13 @@ def test_bench_step(capsys, tmp_path):
     bench_step.main(["--width", "4", "--hidden-dim", "16", "--batch-size", "4", "--num-views", "2", "--repeats", "1",
                      "--out-dir", str(tmp_path)])
     out = capsys.readouterr().out
-    for row in ("model alone", "augmentation only", "standard step", "PGD-5 step", "free step / replay"):
+    for row in ("model alone", "augmentation only", "standard, per optimizer step", "5-step PGD, per optimizer step",
+                "m=3 free, per optimizer step"):
         assert row in out
 
 
 def test_bench_train_covers_every_script(capsys, tmp_path):
-    assert set(bench_train.DEFAULTS) == set(SCRIPTS.values())
+    assert set(bench_train.script_rows()) == set(SCRIPTS.values())
     bench_train.main(["--device", "cpu", "--width", "4", "--hidden-dim", "16", "--batch-size", "4", "--num-views", "2",
                       "--steps", "1", "--warmup", "1", "--out-dir", str(tmp_path)])
     out = capsys.readouterr().out

@@ -11,15 +11,25 @@ import torch.distributed as tdist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
-from conftest import ROOT, TINY
+from conftest import ROOT, TINY, run_script
+from utils import distributed as dist
 from utils.checkpoint import load_checkpoint
-from utils.train import SCRIPTS, Objective
+from utils.methods import METHODS
+from utils.train import entry_scripts
+
+SCRIPTS = {key: script for key, (script, _) in entry_scripts().items()}
 
 WORLD, V, B, D = 2, 3, 4, 16
 CONFIGS = {
     "empssl": {"method": "empssl", "num_views": V, "inv_coef": 200.0, "tcr_coef": 1.0, "tcr_eps": 0.2},
     "simclr": {"method": "simclr", "num_views": 2, "temperature": 0.2},
 }
+
+
+def objective(method, z):
+    """The engine's loss on (V*b, d) per-rank embeddings: gathered over ranks, then the method's loss."""
+    cfg = CONFIGS[method]
+    return METHODS.lookup(method)(cfg).loss(dist.gather_views(z.view(cfg["num_views"], -1, z.shape[-1])))
 
 
 def global_embeddings(method):
@@ -31,7 +41,7 @@ def worker(rank, method, init_file, out_dir):
     tdist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
     try:
         z = global_embeddings(method)[:, rank * B:(rank + 1) * B].clone().requires_grad_(True)
-        loss, _ = Objective(CONFIGS[method])(z.reshape(-1, D))
+        loss, _ = objective(method, z.reshape(-1, D))
         loss.backward()
         torch.save({"loss": loss.detach(), "grad": z.grad}, os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
@@ -42,7 +52,7 @@ def worker(rank, method, init_file, out_dir):
 def test_objectives_over_ranks_equal_single_process(tmp_path, method):
     mp.spawn(worker, args=(method, str(tmp_path / "init"), str(tmp_path)), nprocs=WORLD, join=True)
     z = global_embeddings(method).requires_grad_(True)
-    loss, _ = Objective(CONFIGS[method])(z.reshape(-1, D))
+    loss, _ = objective(method, z.reshape(-1, D))
     loss.backward()
     for rank in range(WORLD):
         got = torch.load(tmp_path / f"rank{rank}.pt")
@@ -68,11 +78,60 @@ def test_every_script_trains_under_torchrun(tmp_path, tiny_data, method, regime)
     assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 1  # rank 0 alone writes
     if regime == "free":
         shard = 2 * 8 if method == "empssl" else 8  # each rank perturbs its own share of the batch
-        assert [f["delta"].shape[0] for f in ckpt["free"]] == [shard, shard]
-        assert not torch.equal(ckpt["free"][0]["delta"], ckpt["free"][1]["delta"])
+        assert [f["delta"].shape[0] for f in ckpt["regime_state"]] == [shard, shard]
+        assert not torch.equal(ckpt["regime_state"][0]["delta"], ckpt["regime_state"][1]["delta"])
     evaluator = f"evaluate_{method}.py"
     ev = subprocess.run([sys.executable, str(ROOT / evaluator), "--checkpoint", str(tmp_path / "last.pt"), "--device",
-                         "cpu", "--subset-train", "16", "--subset-test", "8", "--probe-epochs", "1", "--pgd-steps", "1"],
+                         "cpu", "--subset-train", "16", "--subset-test", "8", "--finetune-epochs", "1", "--pgd-steps", "1"],
                         capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
     assert ev.returncode == 0, ev.stderr[-3000:]
-    assert json.loads((tmp_path / "eval.json").read_text())["n_test"] == 8
+    assert json.loads((tmp_path / "eval-slf-pre-v1-last.json").read_text())["n_test"] == 8
+
+
+def torchrun(script, *args, timeout=300):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone", str(ROOT / script),
+           *map(str, args)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
+
+
+def test_a_one_process_run_resumed_under_two_is_refused(tmp_path, tiny_data):
+    run_script("main_empssl_free_adv.py", "--data-dir", tiny_data, "--subset", 32, *TINY, "--num-views", 2,
+               "--save-every", 1, "--out-dir", tmp_path)
+    before = (tmp_path / "last.pt").read_bytes()
+    proc = torchrun("main_empssl_free_adv.py", "--resume", tmp_path / "epoch_0001.pt", "--out-dir", tmp_path / "b")
+    assert proc.returncode != 0 and not (tmp_path / "b" / "last.pt").exists()
+    ours = [line for line in proc.stderr.splitlines() if "main_empssl_free_adv.py: error:" in line]
+    assert ours and all("written by 1 process" in line and "--nproc_per_node 1" in line for line in ours), proc.stderr[-3000:]
+    assert (tmp_path / "last.pt").read_bytes() == before
+
+
+def failing_save_worker(rank, init_file, data_dir, out_dir):
+    import utils.train
+    from utils.errors import UsageError
+    from utils.train import Trainer, parse_config
+
+    tdist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
+
+    def disk_full(state, path):
+        raise UsageError(f"cannot write checkpoint {path}: No space left on device")
+
+    utils.train.save_checkpoint = disk_full
+    argv = ["--data-dir", data_dir, "--subset", "32", *TINY, "--epochs", "1", "--out-dir", out_dir]
+    cfg, given, _ = parse_config("simclr", "standard", {}, argv)
+    try:
+        Trainer(cfg, given).run()
+        outcome = "finished"
+    except UsageError as e:
+        outcome = str(e)
+    finally:
+        tdist.destroy_process_group()
+    with open(os.path.join(out_dir, f"outcome{rank}.txt"), "w") as fh:
+        fh.write(outcome)
+
+
+def test_a_failed_save_on_rank_0_stops_every_rank_with_its_message(tmp_path, tiny_data):
+    mp.spawn(failing_save_worker, args=(str(tmp_path / "init"), str(tiny_data), str(tmp_path / "run")), nprocs=WORLD,
+             join=True)  # a rank waiting forever at the next collective would hang here
+    outcomes = [(tmp_path / "run" / f"outcome{r}.txt").read_text() for r in range(WORLD)]
+    assert "No space left on device" in outcomes[0] and "rank 0 could not save" in outcomes[1], outcomes

@@ -25,18 +25,36 @@ def one_line_error(proc, code=2):
 def test_resume_gives_bit_identical_weights(tmp_path, tiny_data):
     common = ["--data-dir", tiny_data, "--subset", 32, *TINY, "--num-views", 3, "--replays", 2]
     run_script("main_empssl_free_adv.py", *common, "--out-dir", tmp_path / "a", "--save-every", 1)
+    first_run = {f.name: f.read_bytes() for f in (tmp_path / "a").iterdir()}
     run_script("main_empssl_free_adv.py", "--resume", tmp_path / "a" / "epoch_0001.pt", "--out-dir", tmp_path / "b")
     a, b = load_checkpoint(tmp_path / "a" / "last.pt"), load_checkpoint(tmp_path / "b" / "last.pt")
     assert b["epoch"] == 2 and b["step"] == a["step"]
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
-    assert torch.equal(a["free"][0]["delta"], b["free"][0]["delta"])
+    assert torch.equal(a["regime_state"][0]["delta"], b["regime_state"][0]["delta"])
+    assert {f.name: f.read_bytes() for f in (tmp_path / "a").iterdir()} == first_run  # the first run untouched
+    metrics = [json.loads(line)["epoch"] for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert metrics == [1, 2]  # the branch carries the source's epoch-1 row
+
+
+def test_no_run_folder_is_overwritten(tmp_path, tiny_data):
+    common = ["--data-dir", tiny_data, "--subset", 32, *TINY, "--epochs", 1]
+    run_script("main_simclr.py", *common, "--out-dir", tmp_path, "--save-every", 1)
+    before = {f.name: f.read_bytes() for f in tmp_path.iterdir()}
+    line = one_line_error(run_script("main_simclr.py", *common, "--out-dir", tmp_path, check=False))
+    assert "already holds a run" in line and "--resume" in line
+    line = one_line_error(run_script("main_simclr.py", "--resume", tmp_path / "epoch_0001.pt", "--out-dir", tmp_path,
+                                     check=False))
+    assert "--out-dir" in line and "epoch_0001.pt" in line
+    assert {f.name: f.read_bytes() for f in tmp_path.iterdir()} == before
 
 
 def test_resume_refuses_changed_essential_flags_and_other_scripts(tmp_path, tiny_data):
     run_script("main_simclr.py", "--data-dir", tiny_data, "--subset", 32, *TINY, "--epochs", 1, "--out-dir", tmp_path)
     line = one_line_error(run_script("main_simclr.py", "--resume", tmp_path, "--batch-size", 8, check=False))
     assert "--batch-size 8" in line and "16" in line
+    line = one_line_error(run_script("main_simclr.py", "--resume", tmp_path, "--lr", 0.1, check=False))
+    assert "--lr 0.1" in line
     line = one_line_error(run_script("main_simclr_adv.py", "--resume", tmp_path, check=False))
     assert "main_simclr.py" in line
 
@@ -72,24 +90,29 @@ def test_nonfinite_loss_stops_with_step_and_terms(tmp_path, tiny_data):
 
 
 def test_kill_during_save_leaves_previous_checkpoint_loadable(tmp_path):
-    path = tmp_path / "last.pt"
+    """The writer is killed while a save is in progress: its bytes written, not yet renamed into place."""
+    path, marker = tmp_path / "last.pt", tmp_path / "saving"
     save_checkpoint({"epoch": 0, "model": {"w": torch.zeros(3)}}, path)
     writer = (
-        "import sys, torch\n"
+        "import os, pathlib, sys, time, torch\n"
         f"sys.path.insert(0, {str(ROOT)!r})\n"
-        "from utils.checkpoint import save_checkpoint\n"
-        "i = 0\n"
-        "while True:\n"
-        "    i += 1\n"
-        f"    save_checkpoint({{'epoch': i, 'model': {{'w': torch.full((2_000_000,), float(i))}}}}, {str(path)!r})\n"
+        "from utils import checkpoint\n"
+        "def stalled_fsync(fd):\n"
+        f"    pathlib.Path({str(marker)!r}).touch()\n"
+        "    time.sleep(60)\n"
+        "checkpoint.os.fsync = stalled_fsync\n"
+        f"checkpoint.save_checkpoint({{'epoch': 1, 'model': {{'w': torch.ones(2_000_000)}}}}, {str(path)!r})\n"
     )
-    for delay in (0.5, 0.9, 1.3, 1.7):
-        proc = subprocess.Popen([sys.executable, "-c", writer])
-        time.sleep(delay)
-        proc.kill()
-        proc.wait()
-        ckpt = load_checkpoint(path)
-        assert torch.all(ckpt["model"]["w"] == ckpt["epoch"])
+    proc = subprocess.Popen([sys.executable, "-c", writer])
+    deadline = time.time() + 60
+    while not marker.exists() and time.time() < deadline:
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    assert marker.exists(), "the writer never reached the middle of its save"
+    assert list(tmp_path.glob(".last.pt.*.tmp"))  # the half-finished save is there, beside the intact file
+    ckpt = load_checkpoint(path)
+    assert ckpt["epoch"] == 0 and torch.equal(ckpt["model"]["w"], torch.zeros(3))
 
 
 def test_malicious_checkpoint_is_refused_and_its_code_does_not_run(tmp_path):
@@ -150,6 +173,7 @@ def test_resume_after_a_stop_gives_bit_identical_weights(tmp_path, tiny_data, st
         cfg, given, _ = parse_config("empssl", "free", {"epochs": 2, "batch_size": 16}, argv)
         return Trainer(cfg, given)
 
+    handler_before = signal.getsignal(signal.SIGTERM)
     full = trainer(tmp_path / "full")
     full.run()
     interrupted = trainer(tmp_path / "cut")
@@ -158,7 +182,7 @@ def test_resume_after_a_stop_gives_bit_identical_weights(tmp_path, tiny_data, st
     def step_then_signal(batch):  # a SIGTERM arriving during the given step (4 steps per epoch)
         out = original_step(batch)
         if interrupted.step == stop_step * interrupted.cfg["replays"]:
-            interrupted.stop_signal = signal.SIGTERM
+            os.kill(os.getpid(), signal.SIGTERM)
         return out
 
     interrupted.train_step = step_then_signal
@@ -171,10 +195,10 @@ def test_resume_after_a_stop_gives_bit_identical_weights(tmp_path, tiny_data, st
     resumed.run()
     records = [json.loads(line) for line in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1, 2] and all(r["loss"] != 0 for r in records)
-    assert signal.getsignal(signal.SIGTERM) not in (interrupted._on_signal, resumed._on_signal)  # handlers restored
+    assert signal.getsignal(signal.SIGTERM) is handler_before  # handlers restored
     for k, v in full.model.state_dict().items():
         assert torch.equal(v, resumed.model.state_dict()[k]), k
-    assert torch.equal(full.free.delta, resumed.free.delta)
+    assert torch.equal(full.regime.adversary.delta, resumed.regime.adversary.delta)
 
 
 @pytest.mark.parametrize("case", ["corrupt", "wrong_size"])

@@ -18,6 +18,14 @@ def fraction(text: str) -> float:
     return value
 
 
+def radius(text: str) -> float:
+    """An L-inf radius or step in pixel units of [0, 1]: ``8/255`` or ``0.0314``, never above 1."""
+    value = fraction(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is above 1: radii are in pixel units of [0, 1]; write e.g. 8/255")
+    return value
+
+
 def _bounded(kind, low, name):
     def parse(text):
         try:
@@ -80,6 +88,17 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+class BoolFlag(argparse.Action):
+    """``--flag`` / ``--no-flag``."""
+
+    def __init__(self, option_strings, dest, **kw):
+        opts = list(option_strings) + [s.replace("--", "--no-", 1) for s in option_strings]
+        super().__init__(opts, dest, nargs=0, **kw)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, not option_string.startswith("--no-"))
 
 
 def default_data_dir():

@@ -17,6 +17,42 @@ _PICKLED = {
 }
 
 
+def stratified_subset(labels: torch.Tensor, n: int, seed: int = 0) -> torch.Tensor:
+    """Indices (sorted, int64 (n,)) of a class-stratified sample of ``n`` of the images labelled ``labels`` (N,).
+
+    Each class gets its share of ``n`` in proportion to its frequency, rounded by largest remainders (ties to
+    the smaller class index), and at least one image when ``n`` is at least the number of classes; the
+    images of a class are picked by a permutation seeded from ``seed``. The sample depends only on the labels
+    (in their order), ``n`` and ``seed``: every run and every evaluation of the same data takes the same one.
+    """
+    labels = torch.as_tensor(labels).cpu()
+    if not 0 < n <= len(labels):
+        raise UsageError(f"cannot take {n} of {len(labels)} images; choose a subset between 1 and {len(labels)}")
+    classes, counts = torch.unique(labels, return_counts=True)
+    take = _class_shares(counts, n)
+    g = torch.Generator().manual_seed(seed)
+    picked = []
+    for cls, k in zip(classes.tolist(), take.tolist()):
+        members = torch.nonzero(labels == cls).flatten()
+        picked.append(members[torch.randperm(len(members), generator=g)[:k]])
+    return torch.cat(picked).sort().values
+
+
+def _class_shares(counts: torch.Tensor, n: int) -> torch.Tensor:
+    """How many of each class (counts (C,)) a stratified sample of n takes; sums to n, each <= its count."""
+    quota = counts.double() * n / counts.sum()
+    take = quota.floor().long()
+    if n >= len(counts):  # a class too rare for a whole share still gets one image
+        take.clamp_(min=1)
+    while int(take.sum()) != n:
+        short = quota - take
+        if int(take.sum()) < n:  # the largest remainder gets one more (argmax: the first of equals)
+            take[int(short.argmax())] += 1
+        else:  # the minimum of one took too much: give back where the share is exceeded most
+            take[int(short.masked_fill(take <= 1, float("inf")).argmin())] -= 1
+    return take
+
+
 def load_dataset(name: str, root, train: bool, download: bool = False):
     """Returns (images uint8 (N, 3, 32, 32), labels int64 (N,)).
 

@@ -76,6 +76,15 @@ def gather_objects(obj) -> list:
     return out
 
 
+def broadcast_object(obj):
+    """Rank 0's ``obj`` on every rank."""
+    if not is_distributed():
+        return obj
+    box = [obj]
+    tdist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def any_true(*flags: bool) -> list:
     """Each flag OR-ed over all ranks (one small all-reduce; local values in a single process)."""
     if not is_distributed():

@@ -54,6 +54,10 @@ def write_json(path, obj) -> None:
     os.replace(tmp, path)
 
 
+def read_jsonl(path) -> list:
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
 def append_jsonl(path, obj) -> None:
     with open(path, "a") as fh:
         fh.write(json.dumps(_plain(obj)) + "\n")

@@ -1,105 +1,104 @@
-"""The training engine behind the six ``main_*.py`` scripts: one loop for {SimCLR, EMP-SSL} x
-{standard, PGD adversarial, free adversarial}.
+"""The training engine behind the six ``main_*.py`` scripts: any registered method (``utils.methods``) under any
+registered regime (``utils.regimes``), one loop.
 
 The dataset lives on the training device as uint8; each step indexes a per-epoch permutation, cuts the
-views on the device (``augment.MultiViewAugment``), and takes one optimizer step (or ``replays`` of them in
-the free regime). Loss values stay on the device and are read back every ``--log-every`` steps.
+views on the device (``augment.MultiViewAugment``) and hands them to the regime, which takes one optimizer
+step (or several) through ``Trainer.loss`` and ``Trainer.update``. Run safety (signals, periodic saves, the
+clock, the non-finite check) is ``utils.guard.RunGuard``'s.
 """
 import argparse
-import os
 import signal
 import sys
-import time
 from contextlib import nullcontext
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
-from attacks import FreeAdversary, frozen_bn_stats, pgd_linf
-from augment import MultiViewAugment
-from losses import empssl_loss, nt_xent
+from augment import PRESETS, MultiViewAugment
 from models import ARCHS, build_encoder
 
 from . import distributed as dist
 from .checkpoint import clean_state_dict, load_checkpoint, save_checkpoint
-from .cli import Parser, default_data_dir, fraction, nonneg_float, nonneg_int, note_batch_size, positive_float, positive_int, run_main
-from .data import DATASETS, load_dataset
+from .cli import (BoolFlag, Parser, default_data_dir, nonneg_float, nonneg_int, note_batch_size, positive_float,
+                  positive_int, run_main)
+from .data import DATASETS, load_dataset, stratified_subset
 from .errors import UsageError
+from .guard import RunGuard
+from .methods import METHODS
 from .optim import LARS, cosine_lr
-from .run import append_jsonl, default_run_dir, make_dir, resolve_device, write_json
+from .regimes import REGIMES
+from .run import append_jsonl, default_run_dir, make_dir, read_jsonl, resolve_device, write_json
 
-METHODS = ("simclr", "empssl")
-REGIMES = ("standard", "pgd", "free")
-SCRIPTS = {
-    ("simclr", "standard"): "main_simclr",
-    ("simclr", "pgd"): "main_simclr_adv",
-    ("simclr", "free"): "main_simclr_free_adv",
-    ("empssl", "standard"): "main_empssl",
-    ("empssl", "pgd"): "main_empssl_adv",
-    ("empssl", "free"): "main_empssl_free_adv",
-}
-DISPLAY = {"simclr": "SimCLR", "empssl": "EMP-SSL"}
-REGIME_TEXT = {"standard": "standard training", "pgd": "PGD adversarial training",
-               "free": "free adversarial training"}
-# Flags a resumed run must share with the checkpoint: they fix the model, the data or the schedule.
-ESSENTIAL = ("method", "regime", "arch", "width", "hidden_dim", "num_views", "batch_size", "epochs", "data", "subset",
-             "replays")
+# Settings a resumed run may change: where and how it runs, not what it computes.
+RUN_LEVEL = ("device", "log_every", "out_dir", "checkpoint_minutes", "compile", "resume", "data_dir", "download",
+             "save_every")
 
 
-class NonFiniteLoss(UsageError):
-    pass
+def entry_scripts() -> dict:
+    """(method, regime) -> (entry script, its defaults) for every script the registered methods declare."""
+    return {(name, regime): row for name, method in METHODS.items() for regime, row in method.scripts.items()}
+
+
+def script_of(method: str, regime: str):
+    """(entry script name, its defaults): the method's declared row, or a generic name and no defaults."""
+    return METHODS.lookup(method).scripts.get(regime, (f"train_{method}_{regime}", {}))
 
 
 def build_parser(method: str, regime: str, defaults: dict) -> Parser:
-    script = SCRIPTS[method, regime]
-    p = Parser(prog=f"{script}.py", description=f"Train a ResNet encoder with {DISPLAY[method]} ({REGIME_TEXT[regime]}).")
-    g = p.add_argument_group("data")
+    method_cls, regime_cls = METHODS.lookup(method), REGIMES.lookup(regime)
+    script = script_of(method, regime)[0]
+    p = Parser(prog=f"{script}.py", description=f"Train a ResNet encoder with {method_cls.display} ({regime_cls.display}).")
+    _data_flags(p.add_argument_group("data"))
+    _optimisation_flags(p.add_argument_group("optimisation"), defaults)
+    _view_flags(p.add_argument_group("views"), method_cls, defaults)
+    g = p.add_argument_group("model and objective")
+    g.add_argument("--arch", choices=sorted(ARCHS), default="resnet18")
+    g.add_argument("--width", type=positive_int, default=64, help="base channels (64 = ResNet-18)")
+    g.add_argument("--hidden-dim", type=positive_int, default=4096, help="projector hidden size")
+    method_cls.add_flags(g)
+    regime_cls.add_flags(p.add_argument_group(regime_cls.display))
+    _run_flags(p.add_argument_group("run"), script, defaults)
+    return p
+
+
+def _data_flags(g):
     g.add_argument("--data", choices=DATASETS, default="cifar10", help="dataset layout")
     g.add_argument("--data-dir", default=default_data_dir() or "data",
                    help="dataset root (default: $CFAMC_DATA_DIR or ./data)")
     g.add_argument("--download", action="store_true", help="download CIFAR-10/100 into --data-dir if missing")
-    g.add_argument("--subset", type=positive_int, default=None, help="train on the first N images only")
-    g = p.add_argument_group("optimisation")
-    g.add_argument("--epochs", type=positive_int, default=defaults["epochs"])
-    g.add_argument("--batch-size", type=positive_int, default=defaults["batch_size"], help="images per step (global)")
+    g.add_argument("--subset", type=positive_int, default=None,
+                   help="train on N images, a class-stratified sample fixed by the data and --subset-seed")
+    g.add_argument("--subset-seed", type=int, default=0, help="which stratified sample --subset takes")
+
+
+def _optimisation_flags(g, defaults):
+    g.add_argument("--epochs", type=positive_int, default=defaults.get("epochs", 10))
+    g.add_argument("--batch-size", type=positive_int, default=defaults.get("batch_size", 256), help="images per step (global)")
     g.add_argument("--lr", type=nonneg_float, default=0.3, help="base learning rate (cosine to 0)")
     g.add_argument("--momentum", type=nonneg_float, default=0.9)
     g.add_argument("--weight-decay", type=nonneg_float, default=1e-4)
     g.add_argument("--lars-eta", type=positive_float, default=0.005, help="LARS trust coefficient")
-    g = p.add_argument_group("views")
-    if method == "empssl":
-        g.add_argument("--num-views", type=positive_int, default=defaults.get("num_views", 16), help="views per image")
-    g.add_argument("--preset", choices=("crop", "patch"), default=defaults.get("preset", "crop"),
+
+
+def _view_flags(g, method_cls, defaults):
+    if method_cls.views is None:
+        g.add_argument("--num-views", type=positive_int, default=defaults.get("num_views", method_cls.default_views),
+                       help="views per image")
+    g.add_argument("--preset", choices=sorted(PRESETS), default=defaults.get("preset", "crop"),
                    help="crop: scale (0.08, 1), ratio (3/4, 4/3); patch: fixed 16x16 patches")
     g.add_argument("--scale-min", type=positive_float, default=None, help="override the preset's crop scale")
     g.add_argument("--scale-max", type=positive_float, default=None)
     g.add_argument("--ratio-min", type=positive_float, default=None, help="override the preset's aspect ratio")
     g.add_argument("--ratio-max", type=positive_float, default=None)
-    g = p.add_argument_group("model and objective")
-    g.add_argument("--arch", choices=sorted(ARCHS), default="resnet18")
-    g.add_argument("--width", type=positive_int, default=64, help="base channels (64 = ResNet-18)")
-    g.add_argument("--hidden-dim", type=positive_int, default=4096, help="projector hidden size")
-    if method == "simclr":
-        g.add_argument("--temperature", type=positive_float, default=0.07)
-    else:
-        g.add_argument("--tcr-eps", type=positive_float, default=0.2, help="TCR distortion eps")
-        g.add_argument("--inv-coef", type=nonneg_float, default=200.0, help="weight of the invariance term")
-        g.add_argument("--tcr-coef", type=nonneg_float, default=1.0, help="weight of the TCR term")
-    if regime != "standard":
-        g = p.add_argument_group("adversary")
-        g.add_argument("--eps", type=fraction, default=8 / 255, help="L-inf radius, as 8/255 or 0.0314 (default: 8/255)")
-        g.add_argument("--alpha", type=fraction, default=0.01, help="ascent step size")
-        if regime == "pgd":
-            g.add_argument("--pgd-steps", type=nonneg_int, default=5)
-            g.add_argument("--random-start", action="store_true", help="start PGD at a uniform point, not at 0")
-        else:
-            g.add_argument("--replays", type=positive_int, default=3, help="replays m of each minibatch")
-    g = p.add_argument_group("run")
+
+
+def _run_flags(g, script, defaults):
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     g.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
                    help="auto: bf16 autocast on CUDA, fp32 on CPU; losses are always float32")
+    g.add_argument("--channels-last", choices=("auto", "on", "off"), default="auto",
+                   help="channels-last memory format (auto: on CUDA)")
     g.add_argument("--compile", action="store_true", help="torch.compile the encoder")
     g.add_argument("--sync-bn", action=BoolFlag, default=True, help="synchronise BatchNorm across ranks (DDP, CUDA)")
     g.add_argument("--out-dir", default=None, help=f"run directory (default: runs/{script}/<timestamp>)")
@@ -111,204 +110,210 @@ def build_parser(method: str, regime: str, defaults: dict) -> Parser:
                    help="run directory or checkpoint to continue; 'auto' = last.pt of --out-dir or the newest run")
     g.add_argument("--log-every", type=positive_int, default=None,
                    help="read losses back to the host every N steps (default: 1 on CPU, 50 on CUDA)")
-    return p
 
 
-class BoolFlag(argparse.Action):
-    """``--flag`` / ``--no-flag``."""
-
-    def __init__(self, option_strings, dest, **kw):
-        opts = list(option_strings) + [s.replace("--", "--no-", 1) for s in option_strings]
-        super().__init__(opts, dest, nargs=0, **kw)
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        setattr(namespace, self.dest, not option_string.startswith("--no-"))
-
-
-def parse_config(method, regime, defaults, argv):
+def parse_config(method, regime, defaults=None, argv=None):
+    """(config dict, the flags given explicitly, parser) for ``argv``; ``defaults`` default to the script's."""
+    defaults = script_of(method, regime)[1] if defaults is None else defaults
     parser = build_parser(method, regime, defaults)
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    cfg = vars(parser.parse_args(argv))
     explicit = build_parser(method, regime, defaults)
     for action in explicit._actions:
         action.default = argparse.SUPPRESS
     given = set(vars(explicit.parse_args(argv)))
-    cfg = vars(args)
-    cfg.update(method=method, regime=regime, script=SCRIPTS[method, regime])
-    cfg.setdefault("num_views", 2)
-    cfg.setdefault("replays", 1)
+    cfg.update(method=method, regime=regime, script=script_of(method, regime)[0])
+    cfg.setdefault("num_views", METHODS.lookup(method).views)
+    _check_views(parser, cfg)
+    return cfg, given, parser
+
+
+def _check_views(parser, cfg):
     for lo, hi in (("scale_min", "scale_max"), ("ratio_min", "ratio_max")):
+        flags = f"--{lo.replace('_', '-')} and --{hi.replace('_', '-')}"
         if (cfg[lo] is None) != (cfg[hi] is None):
-            parser.error(f"--{lo.replace('_', '-')} and --{hi.replace('_', '-')} go together")
+            parser.error(f"{flags} go together")
         if cfg[lo] is not None and cfg[lo] > cfg[hi]:
-            parser.error(f"--{lo.replace('_', '-')} must not exceed --{hi.replace('_', '-')}")
+            parser.error(f"{flags}: the first must not exceed the second")
     if cfg["scale_max"] is not None and cfg["scale_max"] > 1:
         parser.error("--scale-max must be at most 1 (a fraction of the image area)")
     if cfg["num_views"] < 2:
         parser.error("--num-views must be at least 2 (the objective compares views)")
-    return cfg, given, parser
 
 
-class Objective:
-    """The self-supervised loss on view-major embeddings (V*b, d) and the part of the views an adversary
-    perturbs: all of them for EMP-SSL, the second view for SimCLR (view 1 stays clean)."""
+def resume_source(cfg):
+    """The checkpoint ``--resume`` names, or None (nothing to resume)."""
+    resume = cfg["resume"]
+    if resume is None:
+        return None
+    if resume == "auto":
+        out_dir = cfg["out_dir"]
+        candidates = [Path(out_dir) / "last.pt"] if out_dir else sorted(Path("runs", cfg["script"]).glob("*/last.pt"))
+        existing = [c for c in candidates if c.is_file()]
+        return existing[-1] if existing else None
+    path = Path(resume)
+    return path / "last.pt" if path.is_dir() else path
 
-    def __init__(self, cfg):
-        self.method = cfg["method"]
-        self.cfg = cfg
-        self.num_views = cfg["num_views"]
-        self.term_names = ["loss"] + (["invariance", "tcr"] if self.method == "empssl" else [])
 
-    def perturbed_from(self, local_batch: int) -> int:
-        return 0 if self.method == "empssl" else local_batch
+def adopt_checkpoint_config(cfg, given, state, path):
+    """The checkpoint's config becomes the run's; a changed setting other than a run-level one is refused."""
+    if "method" not in state or "config" not in state:
+        raise UsageError(f"{path} is not a training checkpoint of this project; cannot resume from it")
+    if "regime_state" not in state:
+        raise UsageError(f"{path} was written by an older version of this project; evaluate it, or start a new run")
+    saved = state["config"]
+    if (saved["method"], saved["regime"]) != (cfg["method"], cfg["regime"]):
+        raise UsageError(f"{path} was trained by {saved['script']}.py ({saved['method']}, {saved['regime']}); "
+                         f"resume it with that script")
+    for key in sorted(given - set(RUN_LEVEL)):
+        if saved.get(key) != cfg[key]:
+            flag = "--" + key.replace("_", "-")
+            raise UsageError(f"cannot resume {path} with {flag} {cfg[key]}: it was trained with {saved.get(key)}; "
+                             f"only {', '.join('--' + k.replace('_', '-') for k in RUN_LEVEL)} may change")
+    ranks = len(state["rng"])
+    if ranks != dist.world_size():
+        raise UsageError(f"{path} was written by {ranks} process(es) and this run has {dist.world_size()}: each process "
+                         f"has its own random stream and perturbation; resume with {ranks} (torchrun --nproc_per_node {ranks})")
+    run_level = {k: cfg[k] for k in RUN_LEVEL if k in given or k in ("out_dir", "resume")}
+    return {**saved, **run_level}
 
-    def __call__(self, z: torch.Tensor):
-        z = dist.gather_views(z.view(self.num_views, -1, z.shape[-1]))
-        if self.method == "simclr":
-            return nt_xent(z[0], z[1], self.cfg["temperature"]), []
-        loss, terms = empssl_loss(z, self.cfg["inv_coef"], self.cfg["tcr_coef"], self.cfg["tcr_eps"])
-        return loss, [terms["invariance"], terms["tcr"]]
+
+def output_dir(cfg, source):
+    """The run folder: never one that holds another run's last.pt, never the source's when branching."""
+    own = source is not None and source.name == "last.pt"
+    out = Path(cfg["out_dir"]) if cfg["out_dir"] else (source.parent if own else default_run_dir(cfg["script"]))
+    continuing = own and out.resolve() == source.parent.resolve()
+    if source is not None and not continuing and out.resolve() == source.parent.resolve():
+        raise UsageError(f"resuming from {source.name} inside its own run folder would overwrite that run's last.pt "
+                         f"and metrics; pass --out-dir NEW_FOLDER for the continued run")
+    if not continuing and (out / "last.pt").exists():
+        raise UsageError(f"{out} already holds a run (last.pt); continue it with --resume {out}, "
+                         f"or choose another --out-dir")
+    return out, continuing
 
 
 class Trainer:
-    def __init__(self, cfg, given, images=None):
+    def __init__(self, cfg, given, images=None, labels=None):
         """``images``: a uint8 (N, 3, H, W) tensor to train on instead of ``--data`` (benchmarks, tests)."""
-        self.cfg = cfg
         self.rank, self.world = dist.rank(), dist.world_size()
         self.is_main = self.rank == 0
-        resume_path = self._resume_path(cfg["resume"], cfg["out_dir"], cfg["script"])
-        state = None
-        if resume_path is not None:
-            state = load_checkpoint(resume_path)
-            self._check_resume(state, resume_path, given)
+        source = resume_source(cfg)
+        state = load_checkpoint(source) if source is not None else None
+        self.cfg = cfg = adopt_checkpoint_config(cfg, given, state, source) if state else cfg
         self.device = dist.device_for(resolve_device(cfg["device"]))
-        cuda = self.device.type == "cuda"
-        self.amp = cfg["precision"] == "bf16" or (cfg["precision"] == "auto" and cuda)
-        if self.amp and not cuda:
-            raise UsageError("--precision bf16 needs CUDA; on the CPU training runs in float32")
-        self.log_every = cfg["log_every"] or (50 if cuda else 1)
+        self.images = self._training_images(images, labels).to(self.device)
+        out, continuing = output_dir(cfg, source)
+        cfg["out_dir"] = str(out)
+        self.out_dir = make_dir(out) if self.is_main else out
+        if self.is_main and state is not None and not continuing:
+            copy_metrics(source.parent, self.out_dir, state["epoch"])
+        self._build_model()
+        self._build_views_and_regime()
+        self.epoch, self.batch_in_epoch, self.step, self.train_seconds = 0, 0, 0, 0.0
+        # Augmentation draws differ per rank; initial weights and data order agree (seeded / per epoch).
+        torch.manual_seed(cfg["seed"] + 1_000_003 * (self.rank + 1))
+        if state is not None:
+            self._restore(state)
+
+    def _training_images(self, images, labels):
+        cfg = self.cfg
         if cfg["batch_size"] % self.world:
             raise UsageError(f"--batch-size {cfg['batch_size']} must be divisible by the {self.world} processes")
         self.local_batch = cfg["batch_size"] // self.world
         note_batch_size(cfg["batch_size"])
-
-        torch.manual_seed(cfg["seed"])
         if images is None:
-            if self.is_main:
-                images, _ = load_dataset(cfg["data"], cfg["data_dir"], train=True, download=cfg["download"])
-            dist.barrier()  # the other ranks read what rank 0 may have just downloaded
-            if not self.is_main:
-                images, _ = load_dataset(cfg["data"], cfg["data_dir"], train=True)
+            images, labels = self._load_data()
         if cfg["subset"]:
-            images = images[: cfg["subset"]]
+            if labels is None or cfg["subset"] > len(images):
+                raise UsageError(f"--subset {cfg['subset']} needs at most {len(images)} labelled images")
+            images = images[stratified_subset(labels, cfg["subset"], cfg["subset_seed"])]
         if cfg["batch_size"] > len(images):
             raise UsageError(f"--batch-size {cfg['batch_size']} is larger than the {len(images)} training images")
-        self.images = images.to(self.device)
-        out_dir = cfg["out_dir"] or (resume_path.parent if resume_path else default_run_dir(cfg["script"]))
-        cfg["out_dir"] = str(out_dir)
-        self.out_dir = make_dir(out_dir) if self.is_main else Path(out_dir)
         self.steps_per_epoch = len(images) // cfg["batch_size"]
-        self.total_steps = cfg["epochs"] * self.steps_per_epoch * cfg["replays"]
+        return images
 
+    def _load_data(self):
+        cfg = self.cfg
+        if self.is_main:
+            data = load_dataset(cfg["data"], cfg["data_dir"], train=True, download=cfg["download"])
+        dist.barrier()  # the other ranks read what rank 0 may have just downloaded
+        if not self.is_main:
+            data = load_dataset(cfg["data"], cfg["data_dir"], train=True)
+        return data
+
+    def _build_model(self):
+        cfg, cuda = self.cfg, self.device.type == "cuda"
+        self.amp = cfg["precision"] == "bf16" or (cfg["precision"] == "auto" and cuda)
+        self.channels_last = cfg.get("channels_last", "auto") == "on" or (cfg.get("channels_last", "auto") == "auto" and cuda)
+        self.log_every = cfg["log_every"] or (50 if cuda else 1)
+        torch.manual_seed(cfg["seed"])
+        self.method = METHODS.lookup(cfg["method"])(cfg)
         self.model = build_encoder(cfg["method"], cfg["arch"], cfg["width"], cfg["hidden_dim"]).to(self.device)
-        if cuda:
+        if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.optimizer = LARS(self.model.parameters(), cfg["lr"], cfg["momentum"], cfg["weight_decay"], cfg["lars_eta"])
         wrapped = dist.wrap_model(self.model, self.device, cfg["sync_bn"])
-        # The attack runs the bare model: DDP's reducer expects parameter gradients after every forward.
+        # Attacks run the bare model: DDP's reducer expects parameter gradients after every forward.
         self.attack_net = torch.compile(self.model) if cfg["compile"] else self.model
         self.net = self.attack_net if wrapped is self.model else (torch.compile(wrapped) if cfg["compile"] else wrapped)
+
+    def _build_views_and_regime(self):
+        cfg = self.cfg
         scale = (cfg["scale_min"], cfg["scale_max"]) if cfg["scale_min"] is not None else None
         ratio = (cfg["ratio_min"], cfg["ratio_max"]) if cfg["ratio_min"] is not None else None
         self.augment = MultiViewAugment(cfg["num_views"], cfg["method"], cfg["preset"], scale=scale, ratio=ratio)
-        self.objective = Objective(cfg)
-        self.k = self.objective.perturbed_from(self.local_batch)
-        self.free = None
-        if cfg["regime"] == "free":
-            shape = (cfg["num_views"] * self.local_batch - self.k, 3, 32, 32)
-            self.free = FreeAdversary(shape, cfg["eps"], cfg["alpha"], self.device)
+        self.clean_rows = self.method.clean_views * self.local_batch
+        self.perturbed_shape = (cfg["num_views"] * self.local_batch - self.clean_rows, 3, 32, 32)
+        regime = REGIMES.lookup(cfg["regime"])
+        self.regime = regime(cfg, self)
+        self.total_steps = cfg["epochs"] * self.steps_per_epoch * regime.steps_per_batch(cfg)
 
-        self.epoch, self.batch_in_epoch, self.step, self.train_seconds = 0, 0, 0, 0.0
-        # Augmentation draws differ per rank; initial weights and data order agree (seeded above / per epoch).
-        torch.manual_seed(cfg["seed"] + 1_000_003 * (self.rank + 1))
-        if state is not None:
-            self._restore(state)
-        self.stop_signal = None
-
-    # ----- resume -------------------------------------------------------------------------------
-    @staticmethod
-    def _resume_path(resume, out_dir, script):
-        if resume is None:
-            return None
-        if resume == "auto":
-            candidates = [Path(out_dir) / "last.pt"] if out_dir else sorted(Path("runs", script).glob("*/last.pt"))
-            existing = [c for c in candidates if c.is_file()]
-            return existing[-1] if existing else None
-        path = Path(resume)
-        return path / "last.pt" if path.is_dir() else path
-
-    def _check_resume(self, state, path, given):
-        if "method" not in state or "config" not in state:
-            raise UsageError(f"{path} is not a training checkpoint of this project; cannot resume from it")
-        saved = state["config"]
-        for key in ESSENTIAL:
-            if key in ("method", "regime"):
-                if saved[key] != self.cfg[key]:
-                    raise UsageError(
-                        f"{path} was trained by {saved['script']}.py ({saved['method']}, {saved['regime']}); "
-                        f"resume it with that script"
-                    )
-            elif key in given and saved.get(key) != self.cfg.get(key):
-                flag = "--" + key.replace("_", "-")
-                raise UsageError(f"cannot resume {path} with {flag} {self.cfg[key]}: it was trained with {saved.get(key)}")
-        for key, value in saved.items():
-            if key not in given and key not in ("out_dir", "resume"):
-                self.cfg[key] = value
-
+    # ----- checkpoints -------------------------------------------------------------------------
     def _restore(self, state):
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.epoch, self.batch_in_epoch, self.step = state["epoch"], state["batch_in_epoch"], state["step"]
         self.train_seconds = state["train_seconds"]
-        if self.free is not None:
-            self.free.load_state_dict(state["free"][min(self.rank, len(state["free"]) - 1)])
-        rng = state["rng"][min(self.rank, len(state["rng"]) - 1)]
+        self.regime.load_state_dict(state["regime_state"][self.rank])
+        rng = state["rng"][self.rank]
         torch.set_rng_state(rng["cpu"])
         if self.device.type == "cuda" and rng.get("cuda") is not None:
             torch.cuda.set_rng_state(rng["cuda"], self.device)
 
     def checkpoint(self, name="last.pt"):
-        rng = {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None}
-        rngs = dist.gather_objects(rng)
-        # Each rank perturbs its own share of the batch: keep every rank's perturbation, like its RNG state.
-        frees = dist.gather_objects({k: v.cpu() if torch.is_tensor(v) else v for k, v in self.free.state_dict().items()}
-                                    if self.free is not None else None)
-        if not self.is_main:
-            return
-        state = {
-            "method": self.cfg["method"],
-            "regime": self.cfg["regime"],
-            "model": clean_state_dict(self.model.state_dict()),
-            "optimizer": self.optimizer.state_dict(),
-            "epoch": self.epoch,
-            "batch_in_epoch": self.batch_in_epoch,
-            "step": self.step,
-            "train_seconds": self.train_seconds,
-            "rng": rngs,
-            "free": frees if self.free is not None else None,
-            "config": {k: v for k, v in self.cfg.items()},
-        }
-        save_checkpoint(state, self.out_dir / name)
+        """Every rank calls it (its RNG state and regime state are gathered); rank 0 writes. A failed write
+        stops every rank with rank 0's message, so none waits forever at the next collective."""
+        cuda = self.device.type == "cuda"
+        rngs = dist.gather_objects({"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(self.device) if cuda else None})
+        regime_states = dist.gather_objects(self.regime.state_dict())
+        error = None
+        if self.is_main:
+            try:
+                save_checkpoint(self._state(rngs, regime_states), self.out_dir / name)
+            except UsageError as e:
+                error = str(e)
+        error = dist.broadcast_object(error)
+        if error is not None:
+            raise UsageError(error if self.is_main else f"rank 0 could not save the checkpoint: {error}")
 
-    # ----- one optimizer step per regime ---------------------------------------------------------
+    def _state(self, rngs, regime_states):
+        return {"method": self.cfg["method"], "regime": self.cfg["regime"],
+                "model": clean_state_dict(self.model.state_dict()), "optimizer": self.optimizer.state_dict(),
+                "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "step": self.step,
+                "train_seconds": self.train_seconds, "rng": rngs, "regime_state": regime_states,
+                "config": dict(self.cfg)}
+
+    # ----- what a regime calls -----------------------------------------------------------------
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=torch.bfloat16) if self.amp else nullcontext()
 
-    def _loss(self, views, net=None):
+    def loss(self, views, net=None):
+        """(V*b, 3, H, W) view-major views -> (loss, terms), the method's objective over the global batch."""
         with self._autocast():
-            z = (self.net if net is None else net)(views)
-        return self.objective(z)
+            z = self.method.embed(self.net if net is None else net, views)
+        return self.method.loss(dist.gather_views(z.view(self.cfg["num_views"], -1, z.shape[-1])))
 
-    def _update(self, loss):
+    def update(self, loss):
         for group in self.optimizer.param_groups:
             group["lr"] = cosine_lr(self.step, self.total_steps, self.cfg["lr"])
         self.optimizer.zero_grad(set_to_none=True)
@@ -316,149 +321,93 @@ class Trainer:
         self.optimizer.step()
         self.step += 1
 
-    def craft(self, clean, target):
-        """PGD on ``target`` against the training loss; the model, its gradients and BN buffers stay as they are."""
-        with frozen_bn_stats(self.model):
-            return pgd_linf(lambda x: self._loss(torch.cat([clean, x]), self.attack_net)[0], target, self.cfg["eps"],
-                            self.cfg["alpha"], self.cfg["pgd_steps"], self.cfg["random_start"])
-
     def train_step(self, batch):
+        """(b, 3, H, W) uint8 images -> (loss, terms) after the regime's optimizer step(s)."""
         views = self.augment(batch)
-        if self.device.type == "cuda":
+        if self.channels_last:
             views = views.contiguous(memory_format=torch.channels_last)
-        regime = self.cfg["regime"]
-        if regime == "standard":
-            loss, terms = self._loss(views)
-            self._update(loss)
-            return loss, terms
-        clean, target = views[: self.k], views[self.k:]
-        if regime == "pgd":
-            loss, terms = self._loss(torch.cat([clean, self.craft(clean, target)]))
-            self._update(loss)
-            return loss, terms
-        for _ in range(self.cfg["replays"]):
-            loss, terms = self._loss(torch.cat([clean, self.free.perturb(target)]))
-            self._update(loss)
-            self.free.step(target)
-        return loss, terms
+        return self.regime.step(views)
 
     # ----- the loop ------------------------------------------------------------------------------
-    def _epoch_order(self, epoch):
-        g = torch.Generator().manual_seed(self.cfg["seed"] * 1_000_003 + epoch)
-        return torch.randperm(len(self.images), generator=g).to(self.device)
-
-    def _on_signal(self, signum, frame):
-        if self.stop_signal is not None:
-            os._exit(128 + signum)
-        self.stop_signal = signum
-        if self.is_main:
-            print(f"\n{signal.Signals(signum).name}: finishing this step and saving a checkpoint "
-                  f"(send it again to exit at once)", file=sys.stderr)
-
     def run(self):
-        cfg = self.cfg
         if self.is_main:
-            write_json(self.out_dir / "config.json", cfg)
-        previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            return self._loop()
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-
-    def _loop(self):
-        cfg = self.cfg
-        names = self.objective.term_names
-        last_save = time.monotonic()
-        while self.epoch < cfg["epochs"]:
-            order = self._epoch_order(self.epoch)
-            sums = torch.zeros(len(names), device=self.device)
-            bad_step = torch.full((), -1, dtype=torch.long, device=self.device)
-            bad_terms = torch.zeros(len(names), device=self.device)
-            first_batch, epoch_start, banked, stop = self.batch_in_epoch, time.monotonic(), 0.0, False
-            bar = tqdm(total=self.steps_per_epoch, initial=first_batch, desc=f"epoch {self.epoch + 1}/{cfg['epochs']}",
-                       disable=None if self.is_main else True, dynamic_ncols=True, leave=False)
-            for b in range(first_batch, self.steps_per_epoch):
-                start = b * cfg["batch_size"] + self.rank * self.local_batch
-                loss, terms = self.train_step(self.images[order[start: start + self.local_batch]])
-                values = torch.stack([loss.detach().float(), *terms])
-                sums += values
-                newly_bad = ~torch.isfinite(values).all() & (bad_step < 0)
-                bad_step = torch.where(newly_bad, self.step, bad_step)
-                bad_terms = torch.where(newly_bad, values, bad_terms)
-                self.batch_in_epoch = b + 1
-                bar.update(1)
-                done = b + 1 - first_batch
-                # Host syncs happen only here, every log_every steps; under DDP every rank reaches the same
-                # points, so the decisions to save or stop are taken together.
-                if done % self.log_every and b + 1 < self.steps_per_epoch:
-                    continue
-                self._check_finite(bad_step, bad_terms, names)
-                elapsed = banked + time.monotonic() - epoch_start
-                bar.set_postfix(loss=f"{sums[0].item() / done:.4g}", img_s=f"{done * cfg['batch_size'] / elapsed:.0f}")
-                save_due = bool(cfg["checkpoint_minutes"]) and time.monotonic() - last_save > 60 * cfg["checkpoint_minutes"]
-                stop, save_due = dist.any_true(self.stop_signal is not None, save_due and b + 1 < self.steps_per_epoch)
-                if stop and b + 1 < self.steps_per_epoch:
-                    self._stop(epoch_start)
-                if save_due:
-                    self._save_progress(epoch_start)
-                    banked += time.monotonic() - epoch_start
-                    epoch_start = last_save = time.monotonic()
-            bar.close()
-            seconds = banked + time.monotonic() - epoch_start
-            self.train_seconds += time.monotonic() - epoch_start
-            self.epoch, self.batch_in_epoch = self.epoch + 1, 0
-            done = self.steps_per_epoch - first_batch
-            means = (sums / max(done, 1)).tolist()
-            record = {"epoch": self.epoch, "step": self.step, **dict(zip(names, means)),
-                      "lr": self.optimizer.param_groups[0]["lr"], "seconds": round(seconds, 3),
-                      "images_per_s": round(done * cfg["batch_size"] / max(seconds, 1e-9), 1),
-                      "train_seconds": round(self.train_seconds, 3)}
-            self.checkpoint()
-            if cfg["save_every"] and self.epoch % cfg["save_every"] == 0:
-                self.checkpoint(f"epoch_{self.epoch:04d}.pt")
-            last_save = time.monotonic()
-            if self.is_main and done:
-                append_jsonl(self.out_dir / "metrics.jsonl", record)
-                terms = " ".join(f"{k} {v:.4g}" for k, v in zip(names, means))
-                print(f"epoch {self.epoch}/{cfg['epochs']}  {terms}  lr {record['lr']:.3g}  "
-                      f"{seconds:.1f}s  {record['images_per_s']:.0f} img/s", flush=True)
-            if stop and self.epoch < cfg["epochs"]:
-                self._stop(time.monotonic(), save=False)  # last.pt was just written for the finished epoch
+            write_json(self.out_dir / "config.json", self.cfg)
+        guard = RunGuard(self._save_progress, self._stop, self._where, ("loss", *self.method.term_names),
+                         log_every=self.log_every, checkpoint_minutes=self.cfg["checkpoint_minutes"],
+                         seconds=self.train_seconds, device=self.device, is_main=self.is_main)
+        with guard:
+            while self.epoch < self.cfg["epochs"]:
+                summary = self._train_epoch(guard)
+                self._end_epoch(guard, summary)
         if self.is_main:
             print(f"done in {self.train_seconds / 60:.1f} min; final model: {self.out_dir / 'last.pt'}")
         return self.out_dir
 
-    def _check_finite(self, bad_step, bad_terms, names):
-        step = int(bad_step)
-        if step < 0:
-            return
-        terms = ", ".join(f"{k}={v:.4g}" for k, v in zip(names, bad_terms.tolist()))
-        last = self.out_dir / "last.pt"
-        kept = f"the last good checkpoint is {last}" if last.is_file() else "no checkpoint was written yet"
-        raise NonFiniteLoss(f"the loss became non-finite at optimizer step {step} (epoch {self.epoch + 1}): {terms}; "
-                            f"{kept}; try a lower --lr")
+    def _train_epoch(self, guard):
+        cfg = self.cfg
+        order = torch.randperm(len(self.images), generator=torch.Generator().manual_seed(
+            cfg["seed"] * 1_000_003 + self.epoch)).to(self.device)
+        guard.start_epoch(f"epoch {self.epoch + 1}/{cfg['epochs']}", self.batch_in_epoch, self.steps_per_epoch,
+                          cfg["batch_size"])
+        for b in range(self.batch_in_epoch, self.steps_per_epoch):
+            start = b * cfg["batch_size"] + self.rank * self.local_batch
+            loss, terms = self.train_step(self.images[order[start: start + self.local_batch]])
+            self.batch_in_epoch = b + 1
+            guard.after_step(torch.stack([loss.detach().float(), *terms]), self.step, b + 1)
+        return guard.end_epoch()
 
-    def _save_progress(self, epoch_start):
-        self.train_seconds += time.monotonic() - epoch_start
+    def _end_epoch(self, guard, summary):
+        cfg = self.cfg
+        self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+        self.train_seconds = guard.seconds()
+        self.checkpoint()
+        if cfg["save_every"] and self.epoch % cfg["save_every"] == 0:
+            self.checkpoint(f"epoch_{self.epoch:04d}.pt")
+        stop = guard.after_epoch_save()
+        if self.is_main and summary["done"]:
+            self._log_epoch(summary)
+        if stop and self.epoch < cfg["epochs"]:
+            self._stop(guard.signal)
+
+    def _log_epoch(self, summary):
+        record = {"epoch": self.epoch, "step": self.step, **summary["means"],
+                  "lr": self.optimizer.param_groups[0]["lr"], "seconds": round(summary["seconds"], 3),
+                  "images_per_s": round(summary["images_per_s"], 1), "train_seconds": round(self.train_seconds, 3)}
+        append_jsonl(self.out_dir / "metrics.jsonl", record)
+        terms = "  ".join(f"{k} {v:.4g}" for k, v in summary["means"].items())
+        print(f"epoch {self.epoch}/{self.cfg['epochs']}  {terms}  lr {record['lr']:.3g}  "
+              f"{summary['seconds']:.1f}s  {summary['images_per_s']:.0f} img/s", flush=True)
+
+    def _save_progress(self, seconds):
+        self.train_seconds = seconds
         self.checkpoint()
 
-    def _stop(self, epoch_start, save=True):
-        if save:
-            self._save_progress(epoch_start)
-        signum = self.stop_signal or signal.SIGTERM  # another rank may have received it
-        name = signal.Signals(signum).name
+    def _where(self):
+        last = self.out_dir / "last.pt"
+        kept = f"the last good checkpoint is {last}" if last.is_file() else "no checkpoint was written yet"
+        return f"epoch {self.epoch + 1}; {kept}"
+
+    def _stop(self, signum):
         if self.is_main:
-            print(f"stopped by {name} at epoch {self.epoch + 1}, step {self.batch_in_epoch}/{self.steps_per_epoch}; "
-                  f"checkpoint {self.out_dir / 'last.pt'}; continue with: "
+            print(f"stopped by {signal.Signals(signum).name} at epoch {self.epoch + 1}, step {self.batch_in_epoch}/"
+                  f"{self.steps_per_epoch}; checkpoint {self.out_dir / 'last.pt'}; continue with: "
                   f"python {self.cfg['script']}.py --resume {self.out_dir}", file=sys.stderr)
         dist.shutdown()
         sys.exit(128 + signum)
 
 
-def train(method: str, regime: str, argv=None, **defaults):
+def copy_metrics(source_dir, out_dir, epochs):
+    """A run branched from an earlier checkpoint starts with the source run's first ``epochs`` metrics rows."""
+    source = Path(source_dir) / "metrics.jsonl"
+    if source.is_file() and not (Path(out_dir) / "metrics.jsonl").exists():
+        for record in read_jsonl(source):
+            if record.get("epoch", 0) <= epochs:
+                append_jsonl(Path(out_dir) / "metrics.jsonl", record)
+
+
+def train(method: str, regime: str, argv=None, defaults=None):
     """Parse ``argv`` for the (method, regime) script and train; returns the run directory."""
-    cfg, given, _ = parse_config(method, regime, defaults, sys.argv[1:] if argv is None else argv)
+    cfg, given, _ = parse_config(method, regime, defaults, argv)
     dist.init(cfg["device"])
     try:
         return Trainer(cfg, given).run()
@@ -466,5 +415,5 @@ def train(method: str, regime: str, argv=None, **defaults):
         dist.shutdown()
 
 
-def main(method: str, regime: str, **defaults):
-    run_main(train, method, regime, **defaults)
+def main(method: str, regime: str):
+    run_main(train, method, regime)

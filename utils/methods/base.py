@@ -1,0 +1,58 @@
+"""What a self-supervised method declares. A new method is a subclass in its own file plus one line in
+``utils/methods/__init__.py`` (or a ``register`` call): the engine, evaluator, report and benchmarks read
+everything else from here."""
+import torch
+
+
+class Method:
+    """One self-supervised objective on view-major embeddings.
+
+    Class attributes (the declaration):
+      name, display   registry key (stored in checkpoints) and the name printed in tables
+      z_dim           embedding size of the projector's last layer
+      views           fixed number of views per image, or None for a ``--num-views`` flag defaulting to
+                      ``default_views``
+      augment         ``MultiViewAugment`` settings that differ from its defaults (jitter, blur_p, solarize_p)
+      term_names      names of the extra loss terms that ``loss`` returns, logged with the loss
+      per_view_forward  True: each view is its own forward pass, so BatchNorm normalises every view with its
+                      own batch statistics; False: all views in one forward
+      clean_views     leading views an adversary leaves clean (SimCLR's view 1); the rest are perturbed
+      scripts         regime -> (entry script, the seed's defaults for it)
+      paper           the seed's table rows: (preset, regime, clean, PGD 4/255, PGD 8/255, minutes)
+      aliases         (preset, regime) -> the name the seed gives that row
+    """
+
+    name = ""
+    display = ""
+    z_dim = 128
+    views = None
+    default_views = 2
+    augment: dict = {}
+    term_names: tuple = ()
+    per_view_forward = False
+    clean_views = 0
+    scripts: dict = {}
+    paper: tuple = ()
+    aliases: dict = {}
+
+    def __init__(self, cfg: dict):
+        self.cfg = cfg
+
+    @classmethod
+    def add_flags(cls, group) -> None:
+        """Adds the method's own hyperparameters to an argparse group."""
+
+    def loss(self, z: torch.Tensor):
+        """z: (V, B, d) embeddings, view-major, over the global batch. Returns (scalar loss, [scalar terms])
+        with one detached term per ``term_names``."""
+        raise NotImplementedError
+
+    def embed(self, net, views: torch.Tensor) -> torch.Tensor:
+        """(V*b, 3, H, W) view-major views -> (V*b, z_dim) embeddings through ``net``."""
+        if not self.per_view_forward:
+            return net(views)
+        return torch.cat([net(v) for v in views.chunk(self.num_views)])
+
+    @property
+    def num_views(self) -> int:
+        return self.cfg["num_views"]

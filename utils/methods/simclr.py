@@ -1,0 +1,32 @@
+"""SimCLR (Chen et al., 2020): two views, NT-Xent. Each view is its own forward pass, as in the original code
+and solo-learn, so BatchNorm normalises the clean and the perturbed view each with its own statistics."""
+from losses import nt_xent
+
+from ..cli import positive_float
+from .base import Method
+
+
+class SimCLR(Method):
+    name, display = "simclr", "SimCLR"
+    z_dim = 128
+    views = 2
+    augment = {"jitter": (0.4, 0.4, 0.4, 0.1), "blur_p": 0.0, "solarize_p": 0.0}
+    per_view_forward = True
+    clean_views = 1  # view 1 stays clean, the adversary perturbs view 2
+    scripts = {
+        "standard": ("main_simclr", {"epochs": 500, "batch_size": 512}),
+        "pgd": ("main_simclr_adv", {"epochs": 500, "batch_size": 512}),
+        "free": ("main_simclr_free_adv", {"epochs": 167, "batch_size": 512}),
+    }
+    paper = (
+        ("crop", "pgd", 72.86, 47.98, 16.81, 934),
+        ("patch", "pgd", 65.44, 41.85, 17.19, 934),
+        ("crop", "free", 70.25, 48.34, 24.5, 157),
+    )
+
+    @classmethod
+    def add_flags(cls, group):
+        group.add_argument("--temperature", type=positive_float, default=0.07)
+
+    def loss(self, z):
+        return nt_xent(z[0], z[1], self.cfg["temperature"]), []

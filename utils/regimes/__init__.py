@@ -1,0 +1,14 @@
+"""The registry of training regimes. Adding one: a ``Regime`` subclass in its own file, and one
+``REGIMES.register(...)`` line below (or the same call from your own code)."""
+from ..registry import Registry
+from .base import Regime, add_radius_flags
+from .free import Free
+from .pgd import PGD
+from .standard import Standard
+
+REGIMES = Registry("regime")
+REGIMES.register(Standard)
+REGIMES.register(PGD)
+REGIMES.register(Free)
+
+__all__ = ["REGIMES", "Regime", "add_radius_flags"]
