@@ -1,4 +1,4 @@
-"""Linear probe on a frozen SimCLR encoder: clean accuracy and accuracy under PGD at 4/255 and 8/255."""
+"""Evaluate a SimCLR encoder: fine-tune a classifier (--protocol slf, alf or aff), then clean, PGD-20 and AutoAttack accuracy."""
 from utils.evaluate import main
 
 if __name__ == "__main__":

@@ -1,5 +1,8 @@
+from .autoattack import autoattack_cascade
 from .batchnorm import frozen_bn_stats
 from .free import FreeAdversary
 from .pgd import pgd_linf
+from .trades import trades_adversary, trades_kl, trades_loss
 
-__all__ = ["FreeAdversary", "frozen_bn_stats", "pgd_linf"]
+__all__ = ["FreeAdversary", "autoattack_cascade", "frozen_bn_stats", "pgd_linf", "trades_adversary", "trades_kl",
+           "trades_loss"]

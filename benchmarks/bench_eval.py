@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 from models import build_encoder
-from utils.evaluate import ViewAveragingClassifier, robust_accuracy
+from utils.evaluate import robust_accuracy
+from utils.finetune import Classifier
 
 from .common import machine, print_table, sync
 
@@ -29,7 +30,7 @@ def main(argv=None):
     device = torch.device(args.device)
     encoder = build_encoder("empssl", width=args.width, hidden_dim=args.hidden_dim).to(device).eval().requires_grad_(False)
     head = nn.Linear(args.hidden_dim, 10).to(device).requires_grad_(False)
-    model = ViewAveragingClassifier(encoder, head, "pre").eval()
+    model = Classifier(encoder, head, "pre").eval()
     images = torch.randint(0, 256, (args.n, 3, 32, 32), dtype=torch.uint8)
     labels = torch.randint(0, 10, (args.n,))
     sync(device)

@@ -7,7 +7,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# One thread: with two, any other busy process on a 2-core machine makes torch's CPU ops 10-100x slower.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

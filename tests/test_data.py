@@ -1,11 +1,12 @@
 import pickle
+from collections import Counter
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from utils.data import load_dataset
+from utils.data import load_dataset, stratified_subset
 from utils.errors import UsageError
 
 
@@ -90,3 +91,21 @@ def test_real_cifar10_jpeg_copy(cifar10_jpeg):
     xt, yt = load_dataset("imagefolder", cifar10_jpeg, train=False)
     assert x.shape == (50000, 3, 32, 32) and xt.shape == (10000, 3, 32, 32)
     assert torch.bincount(y).tolist() == [5000] * 10 and torch.bincount(yt).tolist() == [1000] * 10
+
+
+def test_stratified_subset_keeps_every_class_in_proportion_and_depends_on_the_seed():
+    labels = torch.tensor([0] * 500 + [1] * 300 + [2] * 195 + [3] * 5)  # sorted by class, as an image folder
+    idx = stratified_subset(labels, 100, seed=0)
+    assert idx.tolist() == sorted(set(idx.tolist())) and len(idx) == 100
+    assert Counter(labels[idx].tolist()) == {0: 50, 1: 30, 2: 19, 3: 1}  # class 3's half share is raised to one
+    assert Counter(labels[stratified_subset(labels, 4, seed=0)].tolist()) == {0: 1, 1: 1, 2: 1, 3: 1}
+    assert torch.equal(stratified_subset(labels, 100, seed=0), idx)
+    assert not torch.equal(stratified_subset(labels, 100, seed=1), idx)
+
+
+def test_stratified_subset_rounds_by_largest_remainder_and_refuses_too_many():
+    labels = torch.tensor([0] * 3 + [1] * 3 + [2] * 4)
+    assert Counter(labels[stratified_subset(labels, 5)].tolist()) == {0: 2, 1: 1, 2: 2}  # quotas 1.5, 1.5, 2
+    assert torch.equal(stratified_subset(labels, 10), torch.arange(10))
+    with pytest.raises(UsageError):
+        stratified_subset(labels, 11)

@@ -1,16 +1,25 @@
 import json
+import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 import torchattacks
+import torchvision.transforms.functional as TF
+from pyautoattack import AutoAttack
 from torch import nn
 
-from attacks import pgd_linf
+from attacks import autoattack_cascade, pgd_linf, trades_adversary, trades_loss
+from augment import MultiViewAugment
 from conftest import TINY, run_script
 from models import build_encoder
-from utils.evaluate import ViewAveragingClassifier, extract_features, fit_head, load_encoder, robust_accuracy
-from utils.train import SCRIPTS
+from utils.errors import UsageError
+from utils.evaluate import evaluate, load_encoder, parse_args, robust_accuracy
+from utils.finetune import Classifier, crop_flip, crop_flip_params, fit_aff, fit_alf, fit_slf
+from utils.methods import METHODS
+
+SCRIPTS = {(name, regime): cls.scripts[regime][0] for name, cls in METHODS.items() for regime in cls.scripts}
+CPU = torch.device("cpu")
 
 
 def separable_data(n, seed=0):
@@ -23,43 +32,171 @@ def separable_data(n, seed=0):
     return (x * 255).round().to(torch.uint8), y
 
 
-@pytest.fixture(scope="module")
-def fitted():
+def protocol_args(protocol="slf", *flags):
+    """The evaluator's parsed flags, benchmark defaults filled in, as the protocols receive them."""
+    return parse_args("empssl", ["--checkpoint", "unused", "--protocol", protocol, *map(str, flags)])
+
+
+def tiny_classifier(x, feature_kind="pre", classes=8, augment=None, views=None):
+    """A width-8 encoder whose BatchNorm statistics are those of ``x`` (as a trained encoder's would be)."""
     torch.manual_seed(0)
-    enc = build_encoder("empssl", width=8, hidden_dim=64)
-    x, y = separable_data(400)
-    with torch.no_grad():  # BatchNorm statistics of the data, as a trained encoder would have
+    enc = build_encoder("empssl", width=8, hidden_dim=32)
+    with torch.no_grad():
         enc.train()(x.float() / 255)
     enc.eval().requires_grad_(False)
-    head = nn.Linear(64, 8)
-    model = ViewAveragingClassifier(enc, head, "pre").eval()
-    fit_head(head, extract_features(model, x, 100, torch.device("cpu")), y, 60, 0.1, 64, 0)
-    head.requires_grad_(False)
-    return model
+    return Classifier(enc, nn.Linear(enc.feature_dim(feature_kind), classes), feature_kind, augment, views).eval()
 
 
-def test_probe_on_separable_classes_is_accurate_and_pgd_accuracy_falls_with_eps(fitted):
-    xt, yt = separable_data(200, seed=1)
+@pytest.fixture(scope="module")
+def fitted():
+    x, y = separable_data(400)
+    model = tiny_classifier(x)
+    args = protocol_args("slf", "--no-train-augment", "--finetune-epochs", 60, "--finetune-lr", 0.1,
+                         "--finetune-batch-size", 64, "--milestones", 100)
+    fit_slf(model, x, y, args, CPU)
+    return model.requires_grad_(False)
+
+
+@pytest.fixture
+def cheap_autoattack(monkeypatch):
+    """AutoAttack's standard cascade and code path with far fewer iterations, targets and queries: seconds."""
+    standard = AutoAttack._set_version
+
+    def cheap(self, version="standard"):
+        standard(self, version)
+        self.apgd.n_iter = self.apgd_targeted.n_iter = self.fab.n_iter = 10
+        self.apgd_targeted.n_target_classes = self.fab.n_target_classes = 3
+        self.square.n_queries = 100
+
+    monkeypatch.setattr(AutoAttack, "_set_version", cheap)
+
+
+# Training augmentation, TRADES
+
+
+def test_batched_crop_flip_equals_torchvision_per_image():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (12, 3, 32, 32), dtype=torch.uint8, generator=g)
+    top, left, flip = crop_flip_params(12, generator=g)
+    out = crop_flip(x, top, left, flip)
+    for i in range(12):
+        ref = TF.crop(TF.pad(x[i], [4]), int(top[i]), int(left[i]), 32, 32)
+        assert torch.equal(out[i], TF.hflip(ref) if flip[i] else ref)
+
+
+def test_crop_flip_draws_cover_every_offset_and_flip_half_the_time():
+    top, left, flip = crop_flip_params(4000, generator=torch.Generator().manual_seed(1))
+    assert set(top.tolist()) == set(left.tolist()) == set(range(9))
+    assert 0.45 < flip.float().mean() < 0.55
+
+
+def test_trades_loss_equals_a_per_sample_loop():
+    g = torch.Generator().manual_seed(0)
+    logits, logits_adv = torch.randn(5, 4, generator=g), torch.randn(5, 4, generator=g)
+    y = torch.tensor([0, 3, 1, 1, 2])
+    total = 0.0
+    for i in range(5):
+        p = [math.exp(v) for v in logits[i].tolist()]
+        q = [math.exp(v) for v in logits_adv[i].tolist()]
+        p, q = [v / sum(p) for v in p], [v / sum(q) for v in q]
+        total += -math.log(p[y[i]]) + 6.0 * sum(a * math.log(a / b) for a, b in zip(p, q))
+    assert trades_loss(logits, logits_adv, y, 6.0).item() == pytest.approx(total / 5, rel=1e-5)
+
+
+def test_trades_adversary_stays_in_the_ball_and_raises_the_kl():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 5))
+    x = torch.rand(6, 3, 8, 8)
+    x_adv = trades_adversary(model, x, 8 / 255, 2 / 255, 10)
+    assert (x_adv - x).abs().max() <= 8 / 255 + 1e-6 and x_adv.min() >= 0 and x_adv.max() <= 1
+    p = F.softmax(model(x), 1)
+
+    def kl(xa):
+        return (p * (p.log() - F.log_softmax(model(xa), 1))).sum().item()
+
+    assert kl(x_adv) > 10 * kl(x + 0.001 * torch.randn_like(x))
+
+
+# The protocols
+
+
+def test_protocol_defaults_are_the_benchmarks_and_flags_override_them():
+    slf, aff = protocol_args("slf"), protocol_args("aff")
+    assert (slf.finetune_lr, slf.finetune_batch_size, slf.milestones) == (0.01, 512, [10, 20])
+    assert (aff.finetune_lr, aff.finetune_batch_size, aff.milestones) == (0.1, 128, [15, 20])
+    for a in (slf, aff):
+        assert (a.finetune_epochs, a.weight_decay, a.momentum, a.train_steps, a.trades_beta) == (25, 2e-4, 0.9, 10, 6)
+        assert (a.train_eps, a.train_step_size, a.train_augment) == (8 / 255, 2 / 255, True)
+    alf = protocol_args("alf", "--finetune-lr", 0.5, "--milestones", 3)
+    assert (alf.finetune_lr, alf.finetune_batch_size, alf.milestones) == (0.5, 512, [3])
+
+
+def test_alf_trains_the_head_and_leaves_the_encoder_bit_identical():
+    x, y = separable_data(24)
+    model = tiny_classifier(x)
+    before = {k: v.clone() for k, v in model.encoder.state_dict().items()}
+    head = model.head.weight.detach().clone()
+    fit_alf(model, x, y, protocol_args("alf", "--finetune-epochs", 2, "--finetune-batch-size", 8, "--train-steps", 2), CPU)
+    after = model.encoder.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # weights and BatchNorm buffers
+    assert not model.encoder.training and not torch.equal(model.head.weight, head)
+
+
+def test_aff_trains_the_encoder_up_to_the_features_only():
+    x, y = separable_data(24)
+    model = tiny_classifier(x, "backbone")
+    before = {k: v.clone() for k, v in model.encoder.state_dict().items()}
+    fit_aff(model, x, y, protocol_args("aff", "--features", "backbone", "--finetune-epochs", 1, "--finetune-batch-size",
+                                       8, "--train-steps", 2), CPU)
+    after = model.encoder.state_dict()
+    assert not torch.equal(before["backbone.conv1.weight"], after["backbone.conv1.weight"])
+    assert not torch.equal(before["backbone.bn1.running_mean"], after["backbone.bn1.running_mean"])
+    unused = [k for k in before if not k.startswith("backbone.")]
+    assert unused and all(torch.equal(before[k], after[k]) for k in unused)
+    assert not model.training
+
+
+def test_slf_on_separable_classes_is_accurate_and_pgd_accuracy_falls_with_eps(fitted):
+    xt, yt = separable_data(64, seed=1)
     eps = [1 / 255, 8 / 255, 32 / 255]
-    clean, robust, n = robust_accuracy(fitted, xt, yt, eps, 10, 64, torch.device("cpu"))
-    assert n == 200
+    clean, robust, n = robust_accuracy(fitted, xt, yt, eps, 5, 64, CPU)
+    assert n == 64
     assert clean >= 90
     assert clean >= robust[eps[0]] >= robust[eps[1]] >= robust[eps[2]]
     assert robust[eps[2]] < clean  # the attack bites
 
 
+# Test-time measures
+
+
 def test_zero_step_attack_without_start_gives_clean_accuracy(fitted):
     xt, yt = separable_data(50, seed=2)
-    clean, robust, _ = robust_accuracy(fitted, xt, yt, [8 / 255], 0, 16, torch.device("cpu"), random_start=False)
+    clean, robust, _ = robust_accuracy(fitted, xt, yt, [8 / 255], 0, 16, CPU, random_start=False)
     assert robust[8 / 255] == clean
 
 
 def test_every_test_image_counted_once(fitted):
     xt, yt = separable_data(53, seed=3)
-    clean, _, n = robust_accuracy(fitted, xt, yt, [], 0, 10, torch.device("cpu"))
+    clean, _, n = robust_accuracy(fitted, xt, yt, [], 0, 10, CPU)
     with torch.no_grad():
         direct = (fitted(xt.float() / 255).argmax(1) == yt).sum().item()
     assert n == 53 and clean == pytest.approx(100 * direct / 53)
+
+
+class OnGrid(nn.Module):
+    """Class 0 for images on the uint8 grid (clean test images), class 1 for any other (perturbed) image."""
+
+    def forward(self, x):
+        off = (x * 255 - (x * 255).round()).abs().flatten(1).amax(1)
+        on_grid = (off < 1e-3).float()
+        return torch.stack([on_grid, 1 - on_grid], dim=1)
+
+
+def test_robust_accuracy_counts_an_image_only_if_correct_clean_and_attacked():
+    x = torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8)
+    y = torch.tensor([0, 0, 1, 1])  # 0, 1: right clean, wrong perturbed; 2, 3: wrong clean, "right" perturbed
+    clean, robust, _ = robust_accuracy(OnGrid(), x, y, [8 / 255], 0, 4, CPU)
+    assert clean == 50 and robust[8 / 255] == 0
 
 
 def test_our_pgd_equals_torchattacks_on_encoder_and_head(fitted):
@@ -71,17 +208,69 @@ def test_our_pgd_equals_torchattacks_on_encoder_and_head(fitted):
     torch.testing.assert_close(ours, ref, rtol=0, atol=1e-6)
 
 
-def test_view_averaging_attack_holds_views_fixed(fitted):
-    from augment import MultiViewAugment
-
-    model = ViewAveragingClassifier(fitted.encoder, fitted.head, "pre", MultiViewAugment(4, "empssl", "crop"))
-    x = torch.rand(5, 3, 32, 32)
-    model.fix_views(5, x.device)
-    a, b = model(x), model(x)
-    torch.testing.assert_close(a, b)
+def test_test_views_classifier_is_one_function_of_the_image_in_any_batch():
+    augment = MultiViewAugment(4, "empssl", "crop")
+    views = augment.sample_params(1, "cpu", generator=torch.Generator().manual_seed(0))
+    x = torch.rand(6, 3, 32, 32)
+    model = tiny_classifier((x * 255).to(torch.uint8), augment=augment, views=views)
+    with torch.no_grad():
+        batch = model(x)
+        shuffled = model(x[[5, 3, 0]])
+        for i in range(6):
+            torch.testing.assert_close(model(x[i: i + 1])[0], batch[i], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(shuffled, batch[[5, 3, 0]], rtol=1e-4, atol=1e-5)
     x.requires_grad_(True)
     model(x).sum().backward()
     assert x.grad.abs().sum() > 0  # the attack reaches the image through the views
+
+
+# AutoAttack
+
+
+def linear_model_and_data(n=40):
+    """A linear classifier over 10 classes and images it classifies as their labels (100% clean)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 10)).eval().requires_grad_(False)
+    x = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8)
+    with torch.no_grad():
+        y = model(x.float() / 255).argmax(1)
+    return model, x, y
+
+
+def test_autoattack_cascade_is_at_most_pgd_non_increasing_and_equals_one_plain_run(cheap_autoattack):
+    model, x, y = linear_model_and_data()
+    eps = 1 / 255
+    _, pgd, _ = robust_accuracy(model, x, y, [eps], 20, 40, CPU)
+    robust, accuracy, seconds, _ = autoattack_cascade(model, x.float() / 255, y, eps, 0, 16, CPU)
+    assert list(accuracy) == ["clean", "apgd-ce", "apgd-t", "fab-t", "square"] and set(seconds) == set(accuracy) - {"clean"}
+    values = list(accuracy.values())
+    assert values[0] == 100 and all(a >= b for a, b in zip(values, values[1:]))
+    assert 0 < values[-1] <= pgd[eps] < 100  # the test is only informative if both attacks break some, not all
+    assert values[-1] == pytest.approx(100 * robust.float().mean().item())
+    plain = AutoAttack(model, version="standard", norm="Linf", eps=eps, seed=0, device=CPU)
+    _, predicted = plain.run_standard_evaluation(x.float() / 255, y, batch_size=16)
+    assert torch.equal(predicted == y, robust)
+
+
+def test_autoattack_cascade_runs_each_standard_attack_with_untouched_settings(monkeypatch):
+    seen = []
+
+    def record(self, x, y, *, batch_size=250, state_path=None):
+        seen.append((list(self.attacks_to_run), self.version, self.norm, self.epsilon, self.seed, self.apgd.n_iter,
+                     self.apgd_targeted.n_target_classes, self.fab.n_target_classes, self.square.n_queries, len(x)))
+        keep = torch.arange(len(x)) % 2 == 0  # each attack breaks every other image it is given
+        return x, torch.where(keep, y, (y + 1) % 10)
+
+    monkeypatch.setattr(AutoAttack, "run_standard_evaluation", record)
+    model, x, y = linear_model_and_data(16)
+    robust, accuracy, _, _ = autoattack_cascade(model, x.float() / 255, y, 8 / 255, 3, 250, CPU)
+    assert [s[0] for s in seen] == [["apgd-ce"], ["apgd-t"], ["fab-t"], ["square"]]
+    assert all(s[1:9] == ("standard", "Linf", 8 / 255, 3, 100, 9, 9, 5000) for s in seen)
+    assert [s[9] for s in seen] == [16, 8, 4, 2]  # only the images still robust are attacked
+    assert list(accuracy.values()) == [100, 50, 25, 12.5, 6.25] and int(robust.sum()) == 1
+
+
+# End to end
 
 
 @pytest.mark.parametrize("method,regime", sorted(SCRIPTS))
@@ -92,18 +281,25 @@ def test_evaluation_of_each_scripts_checkpoint(tmp_path, tiny_data, method, regi
                "--out-dir", tmp_path, *views, *extra)
     evaluator = f"evaluate_{method}.py"
     options = {("empssl", "free"): ["--test-views", "2"],
-               ("simclr", "pgd"): ["--probe", "adversarial", "--probe-pgd-steps", "1", "--features", "backbone"]}
+               ("empssl", "pgd"): ["--protocol", "aff", "--train-steps", "1"],
+               ("simclr", "pgd"): ["--protocol", "alf", "--train-steps", "1", "--features", "backbone"]}
     proc = run_script(evaluator, "--checkpoint", tmp_path / "last.pt", "--device", "cpu", "--subset-train", 32,
-                      "--subset-test", 24, "--probe-epochs", 2, "--pgd-steps", 2, "--batch-size", 10,
+                      "--subset-test", 24, "--finetune-epochs", 1, "--pgd-steps", 2, "--batch-size", 10,
                       *options.get((method, regime), []))
-    result = json.loads((tmp_path / "eval.json").read_text())
+    protocol, kind, views_used = {("simclr", "pgd"): ("alf", "backbone", 1), ("empssl", "pgd"): ("aff", "pre", 1),
+                                  ("empssl", "free"): ("slf", "pre", 2)}.get((method, regime), ("slf", "pre", 1))
+    stem = tmp_path / f"eval-{protocol}-{kind}-v{views_used}-last"
+    result = json.loads(stem.with_name(stem.name + ".json").read_text())
     assert result["n_test"] == 24 and result["method"] == method and result["regime"] == regime
     assert set(result["pgd"]) == {"4/255", "8/255"} and all(0 <= v <= 100 for v in result["pgd"].values())
     assert result["settings"]["pgd_steps"] == 2 and result["seconds"] > 0
-    probe = torch.load(tmp_path / "probe.pt", weights_only=True)
-    kind, dim = ("backbone", 64) if (method, regime) == ("simclr", "pgd") else ("pre", 32)
-    assert probe["feature_kind"] == kind and probe["head"]["weight"].shape == (10, dim)
-    assert result["settings"]["probe"] == ("adversarial" if (method, regime) == ("simclr", "pgd") else "standard")
+    assert (result["protocol"], result["features"], result["test_views"]) == (protocol, kind, views_used)
+    assert result["subsets"]["test"]["n"] == 24 and len(result["subsets"]["test"]["sha1"]) == 12
+    fitted = torch.load(stem.with_name(stem.name + ".pt"), weights_only=True)
+    dim = 64 if kind == "backbone" else 32
+    assert fitted["feature_kind"] == kind and fitted["head"]["weight"].shape == (10, dim)
+    assert ("encoder" in fitted) == (protocol == "aff")
+    assert result["settings"]["protocol"] == protocol
     assert "clean" in proc.stdout
 
 
@@ -114,26 +310,62 @@ def test_original_code_state_dict_with_module_prefix_loads(tmp_path):
     assert meta["config"]["width"] == 8 and meta["config"]["hidden_dim"] == 32
     for k, v in enc.state_dict().items():
         assert torch.equal(loaded.state_dict()[k], v)
-    from utils.errors import UsageError
-
     with pytest.raises(UsageError, match="evaluate_empssl.py"):
         load_encoder(tmp_path / "orig.pt", "simclr")
 
 
-def test_autoattack_and_eps_sweep_and_report(tmp_path, tiny_data):
+def test_evaluations_with_different_protocols_leave_their_own_files(tmp_path, tiny_data):
+    torch.save(build_encoder("simclr", width=8, hidden_dim=32).state_dict(), tmp_path / "orig.pt")
+    common = ["--checkpoint", tmp_path / "orig.pt", "--data-dir", tiny_data, "--device", "cpu", "--subset-train", 20,
+              "--subset-test", 10, "--finetune-epochs", 1, "--pgd-steps", 1, "--train-steps", 1, "--eps", "8/255"]
+    first = evaluate("simclr", [*map(str, common), "--protocol", "slf"])
+    evaluate("simclr", [*map(str, common), "--protocol", "aff", "--out", str(tmp_path)])
+    names = sorted(p.name for p in tmp_path.glob("eval-*"))
+    assert names == ["eval-aff-pre-v1-orig.json", "eval-aff-pre-v1-orig.pt",
+                     "eval-slf-pre-v1-orig.json", "eval-slf-pre-v1-orig.pt"]
+    assert json.loads((tmp_path / "eval-slf-pre-v1-orig.json").read_text())["clean"] == first["clean"]
+    before = (tmp_path / "eval-slf-pre-v1-orig.json").read_bytes()
+    with pytest.raises(UsageError, match="--subset-test was 10"):  # another evaluation under the same name
+        evaluate("simclr", [*map(str, common), "--protocol", "slf", "--subset-test", "20"])
+    assert (tmp_path / "eval-slf-pre-v1-orig.json").read_bytes() == before
+    again = evaluate("simclr", [*map(str, common), "--protocol", "slf", "--batch-size", "7"])  # the same evaluation
+    assert again["clean"] == first["clean"]
+
+
+def test_test_views_are_offered_to_every_method(tmp_path, tiny_data):
+    torch.save(build_encoder("simclr", width=8, hidden_dim=32).state_dict(), tmp_path / "orig.pt")
+    result = evaluate("simclr", ["--checkpoint", str(tmp_path / "orig.pt"), "--data-dir", str(tiny_data), "--device",
+                                 "cpu", "--subset-train", "20", "--subset-test", "10", "--finetune-epochs", "1",
+                                 "--pgd-steps", "1", "--eps", "8/255", "--test-views", "3", "--no-train-augment"])
+    assert result["test_views"] == 3 and (tmp_path / "eval-slf-pre-v3-orig.json").is_file()
+
+
+@pytest.mark.parametrize("flag", ["--eps", "--train-eps"])
+def test_radius_above_one_is_a_one_line_error(flag):
+    proc = run_script("evaluate_simclr.py", "--checkpoint", "x.pt", flag, "8", check=False)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and "8/255" in lines[0] and "Traceback" not in proc.stderr
+
+
+def test_autoattack_with_test_views_eps_sweep_and_report(tmp_path, tiny_data, cheap_autoattack):
     run_script("main_empssl_free_adv.py", "--data-dir", tiny_data, "--subset", 32, *TINY, "--epochs", 1,
                "--num-views", 2, "--replays", 1, "--out-dir", tmp_path / "run")
-    run_script("evaluate_empssl.py", "--checkpoint", tmp_path / "run" / "last.pt", "--device", "cpu",
-               "--subset-train", 32, "--subset-test", 6, "--probe-epochs", 1, "--pgd-steps", 2, "--eps-sweep",
-               "--autoattack", "--autoattack-samples", 3, "--eps", "8/255", timeout=600)
-    result = json.loads((tmp_path / "run" / "eval.json").read_text())
+    result = evaluate("empssl", ["--checkpoint", str(tmp_path / "run" / "last.pt"), "--device", "cpu",
+                                 "--subset-train", "32", "--subset-test", "12", "--finetune-epochs", "1",
+                                 "--pgd-steps", "2", "--eps-sweep", "--autoattack", "--autoattack-samples", "10",
+                                 "--eps", "8/255", "--test-views", "2"])
+    assert result == json.loads((tmp_path / "run" / "eval-slf-pre-v2-last.json").read_text())
     assert set(result["pgd"]) == {"0", "1/255", "2/255", "4/255", "8/255", "16/255"}
     assert result["pgd"]["0"] == result["clean"]
-    assert result["autoattack_samples"] == 3 and 0 <= result["autoattack"]["8/255"] <= 100
+    assert result["autoattack_samples"] == 10 and result["subsets"]["autoattack"]["n"] == 10
+    breakdown = result["autoattack_breakdown"]["8/255"]
+    assert list(breakdown) == ["clean", "apgd-ce", "apgd-t", "fab-t", "square", "seconds"]
+    assert result["autoattack"]["8/255"] == breakdown["square"] <= breakdown["clean"]
     proc = run_script("-m", "utils.report", tmp_path, "--out", tmp_path / "table.md")
     table = (tmp_path / "table.md").read_text()
     assert "Crop-based EMP-SSL (2 crops, m=1 free, 1 epochs, width 8, 32 train images) = CF-AMC-SSL" in table
     assert "AutoAttack(8/255)" in table and f"{result['clean']:.2f}" in table
+    assert "| slf | pre | 2 |" in table
     assert (tmp_path / "robust_accuracy.png").stat().st_size > 1000 and "plot:" in proc.stdout
 
 

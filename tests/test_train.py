@@ -120,3 +120,21 @@ def test_compiled_pgd_run_trains_and_saves_plain_keys(tmp_path, tiny_data):
                "--pgd-steps", 1, "--compile", "--out-dir", tmp_path, timeout=600)
     ckpt = load_checkpoint(tmp_path / "last.pt")
     assert ckpt["config"]["compile"] and not any(k.startswith(("_orig_mod", "module")) for k in ckpt["model"])
+
+
+def test_knn_monitor_rises_above_chance_and_leaves_training_unchanged(tmp_path, tiny_data):
+    def run(out, *extra):
+        argv = ["--data-dir", str(tiny_data), "--subset", "64", "--out-dir", str(out), *map(str, TINY), "--epochs", "3",
+                "--num-views", "2", "--knn-train", "48", "--knn-test", "30", *extra]
+        cfg, given, _ = parse_config("empssl", "free", {}, argv)
+        trainer = Trainer(cfg, given)
+        trainer.run()
+        return trainer, [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+    watched, records = run(tmp_path / "knn")
+    assert [r["epoch"] for r in records] == [1, 2, 3]
+    assert all(0 <= r["knn"] <= 100 for r in records) and records[-1]["knn"] >= 50  # ten classes: chance is 10
+    plain, records = run(tmp_path / "plain", "--knn-every", "0")
+    assert all("knn" not in r for r in records)
+    for k, v in plain.model.state_dict().items():
+        assert torch.equal(v, watched.model.state_dict()[k]), k

@@ -1,69 +1,109 @@
-"""The evaluation engine behind ``evaluate_simclr.py`` and ``evaluate_empssl.py``.
+"""The evaluation engine behind ``evaluate_simclr.py`` and ``evaluate_empssl.py`` (design.md, section 7).
 
-Protocol: freeze the encoder (eval mode), fit a linear probe on features of the training images (full
-32x32 image, no augmentation), then measure on the test images clean accuracy and accuracy under L-inf PGD
-(20 steps, step eps/4, uniform random start, cross-entropy) run end to end from the image through
-encoder + head. With ``--test-views N`` (EMP-SSL) the prediction averages the features of N augmented views;
-the attack perturbs the image before the views are cut, with the views' parameters drawn once per batch.
+Fit a classifier on the training images with one of the robust-SSL benchmark's protocols (``--protocol
+slf|alf|aff``, see ``utils.finetune``), then measure on the test images, in order: clean accuracy, accuracy
+under L-inf PGD-20 (step eps/4, random start, cross-entropy, end to end from the image) at each ``--eps``, and
+with ``--autoattack`` AutoAttack (standard) with the accuracy after each of its attacks. An image counts as
+robust only when it is classified correctly both clean and under attack. Each evaluation writes
+``eval-{protocol}-{features}-v{views}-{checkpoint stem}.json`` and the fitted head (for ``aff``, the network)
+as the ``.pt`` of the same name.
 """
-import math
+import hashlib
+import json
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from attacks import pgd_linf
+from attacks import autoattack_cascade, pgd_linf
 from augment import MultiViewAugment
-from models import ARCHS, Z_DIMS, build_encoder
+from models import ARCHS, build_encoder
 
-from .checkpoint import clean_state_dict, load_checkpoint
-from .cli import (Parser, default_data_dir, eps_label, fraction, nonneg_int, note_batch_size, positive_float,
-                  positive_int, run_main)
-from .data import DATASETS, load_dataset
+from .checkpoint import clean_state_dict, load_checkpoint, save_checkpoint
+from .cli import (Parser, default_data_dir, eps_label, nonneg_int, nonneg_float, note_batch_size, positive_float,
+                  positive_int, radius, run_main)
+from .data import DATASETS, load_dataset, stratified_subset
 from .errors import UsageError
-from .run import make_dir, resolve_device, write_json
-from .train import DISPLAY
+from .finetune import PROTOCOLS, Classifier
+from .methods import METHODS
+from .run import make_dir, plain, resolve_device, write_json
 
 SWEEP = [k / 255 for k in (0, 1, 2, 4, 8, 16)]
 
 
 def build_parser(method: str) -> Parser:
     p = Parser(prog=f"evaluate_{method}.py",
-               description=f"Linear probe on a frozen {DISPLAY[method]} encoder: clean and PGD accuracy.")
-    p.add_argument("--checkpoint", required=True, help="a .pt written by a training script (or its run directory)")
-    p.add_argument("--data", choices=DATASETS, default=None, help="dataset (default: the one the encoder trained on)")
-    p.add_argument("--data-dir", default=None, help="dataset root (default: the training run's, $CFAMC_DATA_DIR, ./data)")
-    p.add_argument("--download", action="store_true")
-    p.add_argument("--subset-train", type=positive_int, default=None, help="fit the probe on the first N train images")
-    p.add_argument("--subset-test", type=positive_int, default=None, help="test on the first N test images")
-    p.add_argument("--features", choices=("pre", "backbone"), default="pre",
-                   help="pre: the 4096-d pre_feature output; backbone: the pooled ResNet output")
-    p.add_argument("--probe", choices=("standard", "adversarial"), default="standard",
-                   help="standard: head fit on clean features; adversarial: on PGD examples through encoder + head")
-    p.add_argument("--probe-epochs", type=positive_int, default=100)
-    p.add_argument("--probe-lr", type=positive_float, default=1e-3, help="Adam learning rate (cosine to 0)")
-    p.add_argument("--probe-batch-size", type=positive_int, default=512)
-    p.add_argument("--probe-eps", type=fraction, default=8 / 255, help="adversarial probe: PGD radius (default: 8/255)")
-    p.add_argument("--probe-pgd-steps", type=nonneg_int, default=5, help="adversarial probe: PGD steps")
-    p.add_argument("--eps", type=fraction, nargs="+", default=[4 / 255, 8 / 255], help="test radii (default: 4/255 8/255)")
-    p.add_argument("--eps-sweep", action="store_true", help="also test at 0, 1, 2, 4, 8, 16 /255")
-    p.add_argument("--pgd-steps", type=nonneg_int, default=20)
-    p.add_argument("--pgd-step-size", type=fraction, default=None, help="PGD step (default: eps/4)")
-    p.add_argument("--no-random-start", dest="random_start", action="store_false", help="start PGD at the image")
-    if method == "empssl":
-        p.add_argument("--test-views", type=positive_int, default=1,
-                       help="average the features of N augmented views (EMP-SSL's multi-view prediction)")
-    p.add_argument("--autoattack", action="store_true", help="also run AutoAttack (standard, L-inf) at each eps")
-    p.add_argument("--autoattack-samples", type=positive_int, default=1000)
-    p.add_argument("--batch-size", type=positive_int, default=500, help="images per attack batch")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=None, help="directory for eval.json and probe.pt (default: the checkpoint's)")
+               description=f"Evaluate an encoder trained with {METHODS.lookup(method).display}: fine-tune a classifier "
+                           "(slf, alf or aff), then measure its clean, PGD and AutoAttack accuracy.")
+    _data_flags(p.add_argument_group("data"))
+    _finetune_flags(p.add_argument_group("fine-tuning"))
+    _test_flags(p.add_argument_group("test"), method)
+    g = p.add_argument_group("run")
+    g.add_argument("--batch-size", type=positive_int, default=500, help="images per test / feature batch")
+    g.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    g.add_argument("--seed", type=int, default=0, help="fine-tuning, attacks' random starts and the test views")
+    g.add_argument("--out", default=None, help="directory for the result files (default: the checkpoint's)")
     return p
+
+
+def _data_flags(g):
+    g.add_argument("--checkpoint", required=True, help="a .pt written by a training script (or its run directory)")
+    g.add_argument("--data", choices=DATASETS, default=None, help="dataset (default: the one the encoder trained on)")
+    g.add_argument("--data-dir", default=None, help="dataset root (default: the training run's, $CFAMC_DATA_DIR, ./data)")
+    g.add_argument("--download", action="store_true")
+    g.add_argument("--subset-train", type=positive_int, default=None,
+                   help="fine-tune on N training images, a class-stratified sample fixed by the data and --subset-seed")
+    g.add_argument("--subset-test", type=positive_int, default=None, help="test on N images, stratified likewise")
+    g.add_argument("--subset-seed", type=int, default=0, help="which stratified samples the subsets take")
+
+
+def _finetune_flags(g):
+    g.add_argument("--protocol", choices=sorted(PROTOCOLS), default="slf",
+                   help="; ".join(f"{k}: {v.description}" for k, v in PROTOCOLS.items()))
+    g.add_argument("--features", choices=("pre", "backbone"), default="pre",
+                   help="pre: the pre_feature output (hidden-dim); backbone: the pooled ResNet output (the benchmark's)")
+    g.add_argument("--finetune-epochs", type=positive_int, default=25)
+    g.add_argument("--finetune-lr", type=positive_float, default=None, help="SGD learning rate (default: slf/alf 0.01, aff 0.1)")
+    g.add_argument("--finetune-batch-size", type=positive_int, default=None, help="(default: slf/alf 512, aff 128)")
+    g.add_argument("--momentum", type=nonneg_float, default=0.9)
+    g.add_argument("--weight-decay", type=nonneg_float, default=2e-4)
+    g.add_argument("--milestones", type=nonneg_int, nargs="+", default=None,
+                   help="epochs at which the learning rate drops by 10 (default: slf/alf 10 20, aff 15 20)")
+    g.add_argument("--train-eps", type=radius, default=8 / 255, help="alf/aff adversary's radius (default: 8/255)")
+    g.add_argument("--train-steps", type=nonneg_int, default=10, help="alf/aff adversary's PGD steps")
+    g.add_argument("--train-step-size", type=radius, default=2 / 255, help="alf/aff adversary's step (default: 2/255)")
+    g.add_argument("--trades-beta", type=nonneg_float, default=6.0, help="aff: weight of TRADES' KL term")
+    g.add_argument("--no-train-augment", dest="train_augment", action="store_false",
+                   help="fine-tune on the plain images (default: random crop with 4-pixel padding and flip)")
+
+
+def _test_flags(g, method):
+    g.add_argument("--eps", type=radius, nargs="+", default=[4 / 255, 8 / 255], help="test radii (default: 4/255 8/255)")
+    g.add_argument("--eps-sweep", action="store_true", help="also PGD at 0, 1, 2, 4, 8, 16 /255")
+    g.add_argument("--pgd-steps", type=nonneg_int, default=20)
+    g.add_argument("--pgd-step-size", type=radius, default=None, help="PGD step (default: eps/4)")
+    g.add_argument("--no-random-start", dest="random_start", action="store_false", help="start PGD at the image")
+    g.add_argument("--test-views", type=positive_int, default=1,
+                   help="average the features of N views, drawn once from --seed and cut alike from every image")
+    g.add_argument("--autoattack", action="store_true", help="also run AutoAttack (standard, L-inf) at each --eps")
+    g.add_argument("--autoattack-samples", type=positive_int, default=None,
+                   help="AutoAttack a stratified sample of N test images (default: all)")
+
+
+def parse_args(method: str, argv):
+    """Flags with the chosen protocol's defaults filled in."""
+    args = build_parser(method).parse_args(argv)
+    protocol = PROTOCOLS[args.protocol]
+    for name, value in (("finetune_lr", protocol.lr), ("finetune_batch_size", protocol.batch_size),
+                        ("milestones", list(protocol.milestones))):
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    return args
 
 
 def _arch_from_state(state):
@@ -71,218 +111,226 @@ def _arch_from_state(state):
     return {2: "resnet18", 3: "resnet34"}.get(layer1_blocks, "resnet18")
 
 
+def _original_code_config(path, state, method):
+    """The config of a bare state dict (the original code's format), read off its shapes."""
+    keys = ("backbone.conv1.weight", "pre_feature.0.weight", "projection.3.weight")
+    if not all(k in state for k in keys):
+        raise UsageError(f"{path} does not hold an encoder state dict (expected keys like {', '.join(keys)})")
+    z_dim = state["projection.3.weight"].shape[0]
+    owners = [name for name, cls in METHODS.items() if cls.z_dim == z_dim]
+    if owners and method not in owners:
+        raise UsageError(f"{path} has a {z_dim}-d projection, a {owners[0]} encoder; evaluate it with evaluate_{owners[0]}.py")
+    return {"method": method, "arch": _arch_from_state(state), "width": state["backbone.conv1.weight"].shape[0],
+            "hidden_dim": state["pre_feature.0.weight"].shape[0], "preset": "crop"}
+
+
 def load_encoder(path, method: str):
     """(encoder in eval mode with frozen parameters, metadata) from a project or original-code checkpoint."""
     ckpt = load_checkpoint(path)
     state = clean_state_dict(ckpt["model"])
-    other = "simclr" if method == "empssl" else "empssl"
-    if "method" in ckpt:
-        if ckpt["method"] != method:
-            raise UsageError(f"{path} is a {ckpt['method']} checkpoint ({ckpt['config'].get('script', '?')}.py); "
-                             f"evaluate it with evaluate_{ckpt['method']}.py")
-        cfg = ckpt["config"]
-        arch, width, hidden = cfg["arch"], cfg["width"], cfg["hidden_dim"]
-    else:
-        keys = ("backbone.conv1.weight", "pre_feature.0.weight", "projection.3.weight")
-        if not all(k in state for k in keys):
-            raise UsageError(f"{path} does not hold an encoder state dict (expected keys like {', '.join(keys)})")
-        z_dim = state["projection.3.weight"].shape[0]
-        if z_dim == Z_DIMS[other] and z_dim != Z_DIMS[method]:
-            raise UsageError(f"{path} has a {z_dim}-d projection, a {other} encoder; evaluate it with evaluate_{other}.py")
-        arch, width, hidden = _arch_from_state(state), state["backbone.conv1.weight"].shape[0], state["pre_feature.0.weight"].shape[0]
-        cfg = {"method": method, "arch": arch, "width": width, "hidden_dim": hidden, "preset": "crop"}
+    if "method" in ckpt and ckpt["method"] != method:
+        raise UsageError(f"{path} is a {ckpt['method']} checkpoint ({ckpt['config'].get('script', '?')}.py); "
+                         f"evaluate it with evaluate_{ckpt['method']}.py")
+    if "method" not in ckpt:
+        cfg = _original_code_config(path, state, method)
         ckpt = {"method": method, "regime": "unknown", "config": cfg, "train_seconds": None, "epoch": None}
-    if arch not in ARCHS:
-        raise UsageError(f"{path} uses architecture {arch!r}, which this project does not build")
-    encoder = build_encoder(method, arch, width, hidden)
+    cfg = ckpt["config"]
+    if cfg["arch"] not in ARCHS:
+        raise UsageError(f"{path} uses architecture {cfg['arch']!r}, which this project does not build")
+    encoder = build_encoder(method, cfg["arch"], cfg["width"], cfg["hidden_dim"])
     try:
         encoder.load_state_dict(state)
     except RuntimeError as e:
-        raise UsageError(f"{path} does not match a {method} {arch} encoder: {str(e).splitlines()[0]}") from None
+        raise UsageError(f"{path} does not match a {method} {cfg['arch']} encoder: {str(e).splitlines()[0]}") from None
     encoder.eval().requires_grad_(False)
     return encoder, {k: ckpt.get(k) for k in ("method", "regime", "config", "train_seconds", "epoch")}
 
 
-class ViewAveragingClassifier(nn.Module):
-    """Image -> logits. With views, the features of the augmented views are averaged before the head; the
-    views' random parameters are drawn by ``fix_views`` and held until the next call, so an attack and the
-    final prediction see the same views."""
-
-    def __init__(self, encoder, head, feature_kind, augment=None):
-        super().__init__()
-        self.encoder, self.head, self.feature_kind, self.augment = encoder, head, feature_kind, augment
-        self.params = None
-
-    def fix_views(self, batch_size, device):
-        if self.augment is not None:
-            self.params = self.augment.sample_params(batch_size, device)
-
-    def features(self, x):
-        if self.augment is None:
-            return self.encoder.features(x, self.feature_kind)
-        views = self.augment.apply(x, self.params)
-        return self.encoder.features(views, self.feature_kind).view(self.augment.num_views, x.shape[0], -1).mean(0)
-
-    def forward(self, x):
-        return self.head(self.features(x))
+def index_digest(index: torch.Tensor) -> str:
+    """A short fingerprint of an index list, to tell in a result file which sample was used."""
+    return hashlib.sha1(index.to(torch.int64).numpy().tobytes()).hexdigest()[:12]
 
 
-@torch.no_grad()
-def extract_features(model: ViewAveragingClassifier, images, batch_size, device):
-    out = []
-    for i in tqdm(range(0, len(images), batch_size), desc="features", leave=False, disable=None):
-        x = images[i: i + batch_size].to(device).float().div_(255)
-        model.fix_views(len(x), device)
-        out.append(model.features(x))
-    return torch.cat(out)
+def _sample(labels, n, seed, flag):
+    """(indices into labels, record) of a stratified sample of n, or (None, None) without n."""
+    if n is None:
+        return None, None
+    if n > len(labels):
+        raise UsageError(f"{flag} {n} is more than the {len(labels)} images there are; choose at most {len(labels)}")
+    index = stratified_subset(labels, n, seed)
+    return index, {"n": n, "seed": seed, "sha1": index_digest(index)}
 
 
-def _batches(n, batch_size, generator, device):
-    order = torch.randperm(n, generator=generator).to(device)
-    return [order[i: i + batch_size] for i in range(0, n, batch_size)]
+class Data(NamedTuple):
+    train_x: torch.Tensor  # uint8 (N, 3, H, W)
+    train_y: torch.Tensor  # int64 (N,)
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    autoattack_index: Optional[torch.Tensor]  # into test_x; None: all of it
+    subsets: dict  # the record of each sample taken
 
 
-def _adam_cosine(head, lr, total_steps):
-    opt = torch.optim.Adam(head.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / total_steps)))
-    return opt, sched
+def load_data(args, cfg) -> Data:
+    """Train and test images cut to the asked stratified subsets, and the AutoAttack sample."""
+    name, root = args.data or cfg.get("data", "cifar10"), args.data_dir or cfg.get("data_dir") or default_data_dir() or "data"
+    train_x, train_y = load_dataset(name, root, train=True, download=args.download)
+    test_x, test_y = load_dataset(name, root, train=False, download=args.download)
+    train_idx, train_rec = _sample(train_y, args.subset_train, args.subset_seed, "--subset-train")
+    test_idx, test_rec = _sample(test_y, args.subset_test, args.subset_seed, "--subset-test")
+    if train_idx is not None:
+        train_x, train_y = train_x[train_idx], train_y[train_idx]
+    if test_idx is not None:
+        test_x, test_y = test_x[test_idx], test_y[test_idx]
+    aa_idx, aa_rec = _sample(test_y, args.autoattack_samples, args.subset_seed, "--autoattack-samples")
+    if aa_rec is not None:  # fingerprinted as indices into the full test set, like --subset-test's
+        aa_rec["sha1"] = index_digest(aa_idx if test_idx is None else test_idx[aa_idx])
+    return Data(train_x, train_y, test_x, test_y, aa_idx, {"train": train_rec, "test": test_rec, "autoattack": aa_rec})
 
 
-def fit_head(head, feats, labels, epochs, lr, batch_size, seed):
-    """Adam with a cosine schedule on fixed features; returns the head in eval mode."""
-    opt, sched = _adam_cosine(head, lr, epochs * math.ceil(len(feats) / batch_size))
-    g = torch.Generator().manual_seed(seed)
-    head.train()
-    for _ in tqdm(range(epochs), desc="probe", leave=False, disable=None):
-        for idx in _batches(len(feats), batch_size, g, feats.device):
-            loss = F.cross_entropy(head(feats[idx]), labels[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-    return head.eval()
+def build_classifier(encoder, args, cfg, num_classes, device) -> Classifier:
+    """Encoder + a fresh linear head; with test views, N views drawn once from --seed, as the training run
+    cut them (its preset and any crop overrides)."""
+    augment = views = None
+    if args.test_views > 1:
+        scale = (cfg["scale_min"], cfg["scale_max"]) if cfg.get("scale_min") is not None else None
+        ratio = (cfg["ratio_min"], cfg["ratio_max"]) if cfg.get("ratio_min") is not None else None
+        augment = MultiViewAugment(args.test_views, cfg["method"], cfg.get("preset", "crop"), scale=scale, ratio=ratio)
+        views = augment.sample_params(1, "cpu", generator=torch.Generator().manual_seed(args.seed)).to(device)
+    head = nn.Linear(encoder.feature_dim(args.features), num_classes)
+    return Classifier(encoder, head, args.features, augment, views).to(device).eval()
 
 
-def fit_head_adversarially(model: ViewAveragingClassifier, images, labels, args, device):
-    """Each minibatch: PGD through encoder + head against the current head, then a head step on the result."""
-    head = model.head
-    opt, sched = _adam_cosine(head, args.probe_lr, args.probe_epochs * math.ceil(len(images) / args.probe_batch_size))
-    g = torch.Generator().manual_seed(args.seed)
-    for _ in tqdm(range(args.probe_epochs), desc="adversarial probe", leave=False, disable=None):
-        for idx in _batches(len(images), args.probe_batch_size, g, torch.device("cpu")):
-            x, y = images[idx].to(device).float().div_(255), labels[idx].to(device)
-            model.fix_views(len(x), device)
-            x_adv = pgd_linf(lambda xa: F.cross_entropy(model(xa), y, reduction="sum"), x, args.probe_eps,
-                             args.probe_eps / 4, args.probe_pgd_steps, random_start=True)
-            loss = F.cross_entropy(model(x_adv), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-    return head.eval()
-
-
-def robust_accuracy(model: ViewAveragingClassifier, images, labels, eps_list, steps, batch_size, device,
-                    step_size=None, random_start=True):
-    """Percent correct on clean images and under PGD at each eps; every image counted once, in order.
-
-    Returns (clean, {eps: accuracy}, n).
-    """
-    correct = {eps: 0 for eps in eps_list}
+def robust_accuracy(model, images, labels, eps_list, steps, batch_size, device, step_size=None, random_start=True):
+    """Percent correct on clean uint8 images and under PGD (cross-entropy, ``steps`` steps of ``step_size``,
+    default eps/4) at each eps; an image counts under attack only if it is also correct clean. Every image
+    counted once, in order. Returns (clean, {eps: accuracy}, n)."""
+    robust = {eps: 0 for eps in eps_list}
     clean = n = 0
     for i in tqdm(range(0, len(images), batch_size), desc="attack", leave=False, disable=None):
         x, y = images[i: i + batch_size].to(device).float().div_(255), labels[i: i + batch_size].to(device)
-        model.fix_views(len(x), device)
         with torch.no_grad():
-            clean += int((model(x).argmax(1) == y).sum())
+            correct = model(x).argmax(1) == y
+        clean += int(correct.sum())
         for eps in eps_list:
-            alpha = step_size if step_size is not None else eps / 4
-            x_adv = pgd_linf(lambda xa: F.cross_entropy(model(xa), y, reduction="sum"), x, eps, alpha, steps,
-                             random_start=random_start)
+            x_adv = pgd_linf(lambda xa: F.cross_entropy(model(xa), y, reduction="sum"), x, eps,
+                             eps / 4 if step_size is None else step_size, steps, random_start=random_start)
             with torch.no_grad():
-                correct[eps] += int((model(x_adv).argmax(1) == y).sum())
+                robust[eps] += int((correct & (model(x_adv).argmax(1) == y)).sum())
         n += len(x)
-    return 100.0 * clean / n, {eps: 100.0 * c / n for eps, c in correct.items()}, n
+    return 100.0 * clean / n, {eps: 100.0 * c / n for eps, c in robust.items()}, n
 
 
-def autoattack_accuracy(model, images, labels, eps, num_classes, batch_size, device, seed):
-    import torchattacks
+def autoattack_results(model, images, labels, args, device) -> dict:
+    """AutoAttack at each --eps: the JSON fields ``autoattack`` (final robust %), ``autoattack_breakdown``
+    (% after each attack, and its seconds) and ``autoattack_warnings`` (AutoAttack's own, if any)."""
+    x, y = images.to(device).float().div_(255), labels.to(device)
+    final, breakdown, warnings = {}, {}, {}
+    for eps in sorted(set(args.eps)):
+        label = eps_label(eps)
+        _, accuracy, seconds, notes = autoattack_cascade(model, x, y, eps, args.seed, args.batch_size, device)
+        final[label] = round(list(accuracy.values())[-1], 2)
+        breakdown[label] = {**{k: round(v, 2) for k, v in accuracy.items()},
+                            "seconds": {k: round(s, 1) for k, s in seconds.items()}}
+        for note in notes:
+            print(f"AutoAttack at eps {label}: {note}", file=sys.stderr)
+        if notes:
+            warnings[label] = notes
+    return {"autoattack": final, "autoattack_breakdown": breakdown, "autoattack_samples": len(x),
+            "autoattack_warnings": warnings}
 
-    attack = torchattacks.AutoAttack(model, norm="Linf", eps=eps, version="standard", n_classes=num_classes, seed=seed)
-    correct = 0
-    for i in range(0, len(images), batch_size):
-        x, y = images[i: i + batch_size].to(device).float().div_(255), labels[i: i + batch_size].to(device)
-        with torch.no_grad():
-            correct += int((model(attack(x, y)).argmax(1) == y).sum())
-    return 100.0 * correct / len(images)
+
+def fit_and_test(model: Classifier, data: Data, args, device) -> dict:
+    """Fine-tunes ``model`` by the protocol, then tests it: the result's accuracy fields and stage times."""
+    started = time.monotonic()
+    PROTOCOLS[args.protocol].fit(model, data.train_x, data.train_y, args, device)
+    model.eval().requires_grad_(False)
+    stage = {"finetune": time.monotonic() - started}
+    eps_list = sorted(set(args.eps) | (set(SWEEP) if args.eps_sweep else set()))
+    clean, robust, n = robust_accuracy(model, data.test_x, data.test_y, eps_list, args.pgd_steps, args.batch_size,
+                                       device, args.pgd_step_size, args.random_start)
+    stage["pgd"] = time.monotonic() - started - stage["finetune"]
+    out = {"clean": round(clean, 2), "pgd": {eps_label(e): round(a, 2) for e, a in robust.items()}, "n_test": n,
+           "n_train": len(data.train_x)}
+    if args.autoattack:
+        index = data.autoattack_index
+        x, y = (data.test_x, data.test_y) if index is None else (data.test_x[index], data.test_y[index])
+        out.update(autoattack_results(model, x, y, args, device))
+        stage["autoattack"] = time.monotonic() - started - stage["finetune"] - stage["pgd"]
+    out["stage_seconds"] = {k: round(v, 1) for k, v in stage.items()}
+    return out
+
+
+def result_paths(args, out_dir: Path):
+    """(JSON, fitted .pt): one pair per (protocol, features, views, checkpoint), so evaluations side by side
+    never overwrite each other."""
+    ckpt = Path(args.checkpoint)
+    stem = "last" if ckpt.is_dir() else ckpt.stem
+    name = f"eval-{args.protocol}-{args.features}-v{args.test_views}-{stem}"
+    return out_dir / f"{name}.json", out_dir / f"{name}.pt"
+
+
+# Settings that do not change what an evaluation measures: rerunning with other values is the same evaluation.
+SAME_EVALUATION = ("out", "device", "batch_size", "data_dir", "download")
+
+
+def refuse_to_replace_another_evaluation(json_path, args):
+    """A result file is replaced only by a rerun of the same evaluation (before any work is done)."""
+    if not json_path.is_file():
+        return
+    try:
+        earlier = json.loads(json_path.read_text()).get("settings", {})
+    except (OSError, json.JSONDecodeError):
+        return  # unreadable: nothing worth keeping
+    now = json.loads(json.dumps(plain(vars(args))))
+    changed = [k for k in now if k not in SAME_EVALUATION and earlier.get(k) != now[k]]
+    if changed:
+        flag = "--" + changed[0].replace("_", "-")
+        raise UsageError(f"{json_path} holds an evaluation with other settings ({flag} was {earlier.get(changed[0])}); "
+                         f"pass --out NEW_FOLDER to keep both")
+
+
+def save_fitted(model: Classifier, args, num_classes, path) -> None:
+    """The head, and for aff the fine-tuned encoder too (its trunk changed; the rest is the checkpoint's)."""
+    state = {"protocol": args.protocol, "feature_kind": args.features, "num_classes": num_classes,
+             "test_views": args.test_views, "head": model.head.state_dict()}
+    if args.protocol == "aff":
+        state["encoder"] = model.encoder.state_dict()
+    save_checkpoint(state, path)
 
 
 def evaluate(method: str, argv=None):
-    args = build_parser(method).parse_args(sys.argv[1:] if argv is None else argv)
+    args = parse_args(method, sys.argv[1:] if argv is None else argv)
     started = time.monotonic()
     note_batch_size(args.batch_size)
     torch.manual_seed(args.seed)
     device = resolve_device(args.device)
     encoder, meta = load_encoder(args.checkpoint, method)
-    encoder.to(device)
-    cfg = meta["config"]
-    test_views = getattr(args, "test_views", 1)
-    if args.autoattack and test_views > 1:
-        raise UsageError("--autoattack attacks the single-view classifier; run it without --test-views")
-    data = args.data or cfg.get("data", "cifar10")
-    data_dir = args.data_dir or cfg.get("data_dir") or default_data_dir() or "data"
-    train_x, train_y = load_dataset(data, data_dir, train=True, download=args.download)
-    test_x, test_y = load_dataset(data, data_dir, train=False, download=args.download)
-    train_x, train_y = train_x[: args.subset_train], train_y[: args.subset_train]
-    test_x, test_y = test_x[: args.subset_test], test_y[: args.subset_test]
-    num_classes = int(max(train_y.max(), test_y.max())) + 1
+    data = load_data(args, meta["config"])
+    num_classes = int(max(data.train_y.max(), data.test_y.max())) + 1
+    if args.autoattack and num_classes < 10:  # checked before fine-tuning, not after it
+        raise UsageError(f"--autoattack: standard AutoAttack targets the 9 classes after the true one, so it needs at "
+                         f"least 10 classes; this data has {num_classes}")
     ckpt_path = Path(args.checkpoint)
     out_dir = make_dir(args.out or (ckpt_path if ckpt_path.is_dir() else ckpt_path.parent))
-
-    augment = None
-    if test_views > 1:  # the training run's views: its preset and any crop overrides
-        scale = (cfg["scale_min"], cfg["scale_max"]) if cfg.get("scale_min") is not None else None
-        ratio = (cfg["ratio_min"], cfg["ratio_max"]) if cfg.get("ratio_min") is not None else None
-        augment = MultiViewAugment(test_views, "empssl", cfg.get("preset", "crop"), scale=scale, ratio=ratio)
-    head = nn.Linear(encoder.feature_dim(args.features), num_classes).to(device)
-    model = ViewAveragingClassifier(encoder, head, args.features, augment).eval()
-    if args.probe == "standard":
-        feats = extract_features(model, train_x, args.batch_size, device)
-        fit_head(head, feats, train_y.to(device), args.probe_epochs, args.probe_lr, args.probe_batch_size, args.seed)
-    else:
-        fit_head_adversarially(model, train_x, train_y, args, device)
-    head.requires_grad_(False)
-
-    eps_list = sorted(set(args.eps) | (set(SWEEP) if args.eps_sweep else set()))
-    clean, robust, n = robust_accuracy(model, test_x, test_y, eps_list, args.pgd_steps, args.batch_size, device,
-                                       args.pgd_step_size, args.random_start)
-    result = {
-        "method": method,
-        "regime": meta["regime"],
-        "checkpoint": str(ckpt_path),
-        "clean": round(clean, 2),
-        "pgd": {eps_label(e): round(a, 2) for e, a in robust.items()},
-        "n_test": n,
-        "n_train": len(train_x),
-        "train_seconds": meta["train_seconds"],
-        "train_config": cfg,
-    }
-    if args.autoattack:
-        k = min(args.autoattack_samples, len(test_x))
-        result["autoattack"] = {
-            eps_label(e): round(autoattack_accuracy(model, test_x[:k], test_y[:k], e, num_classes, args.batch_size,
-                                                    device, args.seed), 2) for e in args.eps}
-        result["autoattack_samples"] = k
-    result["seconds"] = round(time.monotonic() - started, 1)
-    result["settings"] = {k: v for k, v in vars(args).items()}
-    write_json(out_dir / "eval.json", result)
-    torch.save({"head": head.state_dict(), "feature_kind": args.features, "num_classes": num_classes,
-                "test_views": test_views}, out_dir / "probe.pt")
-    cells = [f"clean {result['clean']:.2f}"] + [f"PGD({k}) {v:.2f}" for k, v in result["pgd"].items()]
-    cells += [f"AA({k}) {v:.2f}" for k, v in result.get("autoattack", {}).items()]
-    print(f"| {ckpt_path} | " + " | ".join(cells) + f" | n={n} |")
-    print(f"wrote {out_dir / 'eval.json'} and {out_dir / 'probe.pt'}")
+    json_path, fitted_path = result_paths(args, out_dir)
+    refuse_to_replace_another_evaluation(json_path, args)
+    model = build_classifier(encoder.to(device), args, meta["config"], num_classes, device)
+    result = {"method": method, "regime": meta["regime"], "checkpoint": str(ckpt_path), "protocol": args.protocol,
+              "features": args.features, "test_views": args.test_views, **fit_and_test(model, data, args, device),
+              "subsets": data.subsets, "train_seconds": meta["train_seconds"], "train_config": meta["config"],
+              "seconds": round(time.monotonic() - started, 1), "settings": dict(vars(args))}
+    save_fitted(model, args, num_classes, fitted_path)
+    write_json(json_path, result)
+    _print_row(result, ckpt_path, json_path, fitted_path)
     return result
+
+
+def _print_row(result, ckpt_path, json_path, fitted_path):
+    cells = [f"{result['protocol']} {result['features']} v{result['test_views']}", f"clean {result['clean']:.2f}"]
+    cells += [f"PGD({k}) {v:.2f}" for k, v in result["pgd"].items()]
+    cells += [f"AA({k}) {v:.2f}" for k, v in result.get("autoattack", {}).items()]
+    print(f"| {ckpt_path} | " + " | ".join(cells) + f" | n={result['n_test']} |")
+    print(f"wrote {json_path} and {fitted_path}")
 
 
 def main(method: str):

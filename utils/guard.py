@@ -82,10 +82,11 @@ class RunGuard:
         due = bool(self.save_interval) and time.monotonic() - self.last_save > self.save_interval
         stop, due = dist.any_true(self.signal is not None, due and not last)
         if stop and not last:
-            self._paused(self.save)
+            self.paused(self.save)
             self.stop(self.signal or signal.SIGTERM)  # another rank may have received it
         if due:
-            self._paused(self.save)
+            self.paused(self.save)
+            self.last_save = time.monotonic()
 
     def end_epoch(self) -> dict:
         """Mean of each term over the epoch's steps, the epoch's seconds and images/s."""
@@ -104,13 +105,14 @@ class RunGuard:
     def _epoch_elapsed(self):
         return self.epoch_seconds + time.monotonic() - self.epoch_since
 
-    def _paused(self, action):
-        """Runs ``action(seconds)`` with the clocks stopped: saving is not training."""
+    def paused(self, action):
+        """Runs ``action(seconds)`` with the clocks stopped (saving, monitoring: not training); returns its result."""
         now = time.monotonic()
         self.banked += now - self.since
         self.epoch_seconds += now - self.epoch_since
-        action(self.banked)
-        self.last_save = self.since = self.epoch_since = time.monotonic()
+        result = action(self.banked)
+        self.since = self.epoch_since = time.monotonic()
+        return result
 
     def _check_finite(self):
         step = int(self.bad_step)

@@ -1,6 +1,7 @@
-"""Gather ``eval.json`` files into a markdown table shaped like the paper's, and plot accuracy against eps.
+"""Gather evaluation results (``eval-*.json``, and the older ``eval.json``) into a markdown table shaped like
+the paper's, one row per (run, checkpoint, protocol, features, test views), and plot accuracy against eps.
 
-    python -m utils.report runs/ [more dirs or eval.json files] [--out table.md] [--plot robust.png]
+    python -m utils.report runs/ [more dirs or result files] [--out table.md] [--plot robust.png]
 """
 import json
 import sys
@@ -9,9 +10,11 @@ from pathlib import Path
 
 from .cli import Parser, run_main
 from .errors import UsageError
+from .methods import METHODS
+from .regimes import REGIMES
 
-REGIMES = {"standard": "standard", "pgd": "{pgd_steps}-step PGD", "free": "m={replays} free"}
-NAMES = {"simclr": "SimCLR", "empssl": "EMP-SSL"}
+PATTERNS = ("eval-*.json", "eval.json")
+PROTOCOL_ORDER = ("slf", "alf", "aff")
 
 
 def find_results(paths):
@@ -20,11 +23,11 @@ def find_results(paths):
         if p.is_file():
             files.append(p)
         elif p.is_dir():
-            files.extend(sorted(p.rglob("eval.json")))
+            files.extend(sorted(f for pattern in PATTERNS for f in p.rglob(pattern)))
         else:
-            raise UsageError(f"{p} does not exist; pass run directories or eval.json files")
+            raise UsageError(f"{p} does not exist; pass run directories or evaluation result files")
     results = []
-    for f in files:
+    for f in dict.fromkeys(f.resolve() for f in files):
         try:
             r = json.loads(f.read_text())
         except (OSError, json.JSONDecodeError) as e:
@@ -34,40 +37,59 @@ def find_results(paths):
     return results
 
 
+def protocol_of(r) -> tuple:
+    """(protocol, features, test views) of a result; an ``eval.json`` predates protocols: its Adam probe."""
+    s = r.get("settings", {})
+    legacy = "legacy adversarial probe" if s.get("probe") == "adversarial" else "legacy probe"
+    return r.get("protocol", legacy), r.get("features", s.get("features", "pre")), r.get("test_views", s.get("test_views", 1))
+
+
+def _order(r):
+    protocol, features, views = protocol_of(r)
+    rank = PROTOCOL_ORDER.index(protocol) if protocol in PROTOCOL_ORDER else len(PROTOCOL_ORDER)
+    return model_name(r), rank, protocol, features, views
+
+
 def model_name(r) -> str:
+    """'Crop-based EMP-SSL (16 crops, m=3 free, 10 epochs) = CF-AMC-SSL', from the registries and the run's config."""
     cfg = r.get("train_config") or {}
-    method = r.get("method", cfg.get("method", "?"))
-    regime = r.get("regime", cfg.get("regime", "?"))
+    method, regime = r.get("method", cfg.get("method", "?")), r.get("regime", cfg.get("regime", "?"))
     preset = cfg.get("preset", "crop")
-    views = cfg.get("num_views", 2)
     unit = "crops" if preset == "crop" else "patches"
-    regime_text = REGIMES.get(regime, regime).format(**{"pgd_steps": "?", "replays": "?", **cfg})
-    epochs = cfg.get("epochs", "?")
-    details = [f"{views} {unit}", regime_text, f"{epochs} epochs"]
+    details = [f"{cfg.get('num_views', 2)} {unit}", regime_label(regime, cfg), f"{cfg.get('epochs', '?')} epochs"]
     if cfg.get("width", 64) != 64:
         details.append(f"width {cfg['width']}")
     if cfg.get("subset"):
         details.append(f"{cfg['subset']} train images")
-    name = f"{preset.capitalize()}-based {NAMES.get(method, method)} ({', '.join(details)})"
-    if method == "empssl" and regime == "free":
-        name += " = CF-AMC-SSL"
-    return name
+    method_cls = METHODS.get(method)
+    name = f"{preset.capitalize()}-based {method_cls.display if method_cls else method} ({', '.join(details)})"
+    alias = method_cls.aliases.get((preset, regime)) if method_cls else None
+    name += f" = {alias}" if alias else ""
+    stem = Path(r.get("checkpoint", "last.pt")).stem
+    return name if stem in ("last", "") else f"{name} [{stem}]"
+
+
+def regime_label(regime, cfg) -> str:
+    try:
+        return REGIMES[regime].label(cfg)
+    except KeyError:  # an unregistered regime, or a config from before its settings existed
+        return regime
 
 
 def eval_text(r) -> str:
-    s = r.get("settings", {})
-    views = s.get("test_views", 1)
-    return f"{s.get('probe', 'standard')} probe, PGD-{s.get('pgd_steps', '?')}" + (f", {views} views" if views > 1 else "")
+    text = f"PGD-{r.get('settings', {}).get('pgd_steps', '?')}"
+    return text + (f", AutoAttack on {r['autoattack_samples']}" if "autoattack_samples" in r else "")
 
 
 def table(results) -> str:
     aa_keys = sorted({k for r in results for k in r.get("autoattack", {})}, key=lambda k: float(Fraction(k)))
-    header = ["Model", "Clean", "PGD(4/255)", "PGD(8/255)"] + [f"AutoAttack({k})" for k in aa_keys]
-    header += ["Time (min)", "Evaluation", "n_test"]
+    header = ["Model", "Protocol", "Features", "Views", "Clean", "PGD(4/255)", "PGD(8/255)"]
+    header += [f"AutoAttack({k})" for k in aa_keys] + ["Time (min)", "Evaluation", "n_test"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for r in sorted(results, key=model_name):
+    for r in sorted(results, key=_order):
         minutes = f"{r['train_seconds'] / 60:.1f}" if r.get("train_seconds") is not None else "-"
-        cells = [model_name(r), f"{r['clean']:.2f}", _get(r["pgd"], "4/255"), _get(r["pgd"], "8/255")]
+        cells = [model_name(r), *map(str, protocol_of(r)), f"{r['clean']:.2f}", _get(r["pgd"], "4/255"),
+                 _get(r["pgd"], "8/255")]
         cells += [_get(r.get("autoattack", {}), k) for k in aa_keys] + [minutes, eval_text(r), str(r.get("n_test", "?"))]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -84,9 +106,11 @@ def plot(results, path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for r in sorted(results, key=model_name):
+    for r in sorted(results, key=_order):
+        protocol, features, views = protocol_of(r)
         points = sorted([(0.0, r["clean"])] + [(float(Fraction(k)) * 255, v) for k, v in r["pgd"].items()])
-        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=model_name(r))
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o",
+                label=f"{model_name(r)}: {protocol}, {features}, {views} view{'s' * (views > 1)}")
     ax.set_xlabel("L-inf eps (x/255)")
     ax.set_ylabel("accuracy under PGD (%)")
     ax.grid(alpha=0.3)
@@ -98,13 +122,23 @@ def plot(results, path) -> None:
 
 def report(argv=None):
     p = Parser(prog="python -m utils.report", description="Table and plot from evaluation results.")
-    p.add_argument("paths", nargs="+", help="run directories (searched for eval.json) or eval.json files")
-    p.add_argument("--out", default=None, help="also write the markdown table here")
+    p.add_argument("paths", nargs="*", help="run directories (searched for eval-*.json and eval.json) or result files")
+    p.add_argument("--out", default=None, help="also write the markdown table here (with --tsne: the PNG)")
     p.add_argument("--plot", default=None, help="PNG of accuracy against eps (default: robust_accuracy.png in the first dir)")
-    args = p.parse_args(sys.argv[1:] if argv is None else argv)
+    p.add_argument("--tsne", metavar="CHECKPOINT", default=None,
+                   help="instead, a t-SNE of CHECKPOINT's features, clean and under PGD (flags: python -m utils.tsne --help)")
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--tsne" in argv:  # the rest of the line is utils.tsne's, CHECKPOINT its positional argument
+        from .tsne import tsne
+
+        i = argv.index("--tsne")
+        return tsne(argv[:i] + argv[i + 1:])
+    args = p.parse_args(argv)
+    if not args.paths:
+        p.error("give run directories or result files")
     results = find_results(args.paths)
     if not results:
-        raise UsageError(f"no eval.json under {', '.join(args.paths)}; run evaluate_*.py on a checkpoint first")
+        raise UsageError(f"no eval.json or eval-*.json under {', '.join(args.paths)}; run evaluate_*.py on a checkpoint first")
     text = table(results)
     print(text, end="")
     if args.out:

@@ -34,14 +34,14 @@ def default_run_dir(script: str) -> Path:
     return Path("runs") / script / time.strftime("%Y%m%d-%H%M%S")
 
 
-def _plain(value):
+def plain(value):
     """JSON-safe copy: non-finite floats become strings rather than invalid JSON."""
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
     if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     if isinstance(value, Path):
         return str(value)
     return value
@@ -50,7 +50,7 @@ def _plain(value):
 def write_json(path, obj) -> None:
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(_plain(obj), indent=2) + "\n")
+    tmp.write_text(json.dumps(plain(obj), indent=2) + "\n")
     os.replace(tmp, path)
 
 
@@ -60,4 +60,4 @@ def read_jsonl(path) -> list:
 
 def append_jsonl(path, obj) -> None:
     with open(path, "a") as fh:
-        fh.write(json.dumps(_plain(obj)) + "\n")
+        fh.write(json.dumps(plain(obj)) + "\n")

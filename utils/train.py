@@ -24,6 +24,7 @@ from .cli import (BoolFlag, Parser, default_data_dir, nonneg_float, nonneg_int, 
 from .data import DATASETS, load_dataset, stratified_subset
 from .errors import UsageError
 from .guard import RunGuard
+from .knn import KNNMonitor
 from .methods import METHODS
 from .optim import LARS, cosine_lr
 from .regimes import REGIMES
@@ -31,7 +32,7 @@ from .run import append_jsonl, default_run_dir, make_dir, read_jsonl, resolve_de
 
 # Settings a resumed run may change: where and how it runs, not what it computes.
 RUN_LEVEL = ("device", "log_every", "out_dir", "checkpoint_minutes", "compile", "resume", "data_dir", "download",
-             "save_every")
+             "save_every", "knn_every", "knn_train", "knn_test")
 
 
 def entry_scripts() -> dict:
@@ -58,6 +59,11 @@ def build_parser(method: str, regime: str, defaults: dict) -> Parser:
     method_cls.add_flags(g)
     regime_cls.add_flags(p.add_argument_group(regime_cls.display))
     _run_flags(p.add_argument_group("run"), script, defaults)
+    g = p.add_argument_group("monitor (labels are used here only, never for training)")
+    g.add_argument("--knn-every", type=nonneg_int, default=1,
+                   help="weighted kNN accuracy of the pre-features every N epochs (0: off)")
+    g.add_argument("--knn-train", type=positive_int, default=10_000, help="training images the kNN searches")
+    g.add_argument("--knn-test", type=positive_int, default=2_000, help="test images the kNN classifies")
     return p
 
 
@@ -209,6 +215,7 @@ class Trainer:
             copy_metrics(source.parent, self.out_dir, state["epoch"])
         self._build_model()
         self._build_views_and_regime()
+        self.knn = self._build_monitor() if self.is_main else None
         self.epoch, self.batch_in_epoch, self.step, self.train_seconds = 0, 0, 0, 0.0
         # Augmentation draws differ per rank; initial weights and data order agree (seeded / per epoch).
         torch.manual_seed(cfg["seed"] + 1_000_003 * (self.rank + 1))
@@ -226,7 +233,9 @@ class Trainer:
         if cfg["subset"]:
             if labels is None or cfg["subset"] > len(images):
                 raise UsageError(f"--subset {cfg['subset']} needs at most {len(images)} labelled images")
-            images = images[stratified_subset(labels, cfg["subset"], cfg["subset_seed"])]
+            index = stratified_subset(labels, cfg["subset"], cfg["subset_seed"])
+            images, labels = images[index], labels[index]
+        self.labels = labels
         if cfg["batch_size"] > len(images):
             raise UsageError(f"--batch-size {cfg['batch_size']} is larger than the {len(images)} training images")
         self.steps_per_epoch = len(images) // cfg["batch_size"]
@@ -267,6 +276,25 @@ class Trainer:
         regime = REGIMES.lookup(cfg["regime"])
         self.regime = regime(cfg, self)
         self.total_steps = cfg["epochs"] * self.steps_per_epoch * regime.steps_per_batch(cfg)
+
+    def _build_monitor(self):
+        cfg = self.cfg
+        if not cfg["knn_every"] or self.labels is None:
+            return None
+        if len(self.labels.unique()) < 2:
+            print("note: the training images carry fewer than 2 classes; no kNN monitor", file=sys.stderr)
+            return None
+        try:
+            test_images, test_labels = load_dataset(cfg["data"], cfg["data_dir"], train=False)
+        except UsageError as e:
+            print(f"note: no kNN monitor, the test images are not readable ({e})", file=sys.stderr)
+            return None
+        return KNNMonitor(self.images, self.labels, test_images, test_labels, cfg["knn_train"], cfg["knn_test"],
+                          cfg["seed"])
+
+    def knn_accuracy(self):
+        with self._autocast():
+            return self.knn.monitor(lambda x: self.model.features(x, "pre"), self.device, model=self.model)
 
     # ----- checkpoints -------------------------------------------------------------------------
     def _restore(self, state):
@@ -364,6 +392,8 @@ class Trainer:
         if cfg["save_every"] and self.epoch % cfg["save_every"] == 0:
             self.checkpoint(f"epoch_{self.epoch:04d}.pt")
         stop = guard.after_epoch_save()
+        if self.knn is not None and self.epoch % cfg["knn_every"] == 0:
+            summary["means"]["knn"] = guard.paused(lambda _: self.knn_accuracy())
         if self.is_main and summary["done"]:
             self._log_epoch(summary)
         if stop and self.epoch < cfg["epochs"]:

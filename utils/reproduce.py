@@ -1,0 +1,229 @@
+"""The seed's table in one command: train, evaluate and report every row, at one of three scales.
+
+    python -m utils.reproduce --scale small --data imagefolder --data-dir DATA --out repro/
+    python -m utils.reproduce --scale full --data-dir data --out repro-full --rows crop-empssl-free --dry-run
+
+Rows: every row of the seed's table that a registered method declares (``Method.paper``), plus each method's
+standard training as the no-defence baseline. Each row trains through its own ``main_*.py`` script (with
+``--resume auto``, so an interrupted row continues), is evaluated by ``evaluate_<method>.py`` (SLF, PGD-20 at
+4/255 and 8/255, AutoAttack at the small and full scales), and the command ends by writing
+``OUT/results.md`` (our numbers beside the paper's) and ``OUT/results.png``. A row whose result file exists is
+skipped; a failed row is reported and the others still run.
+"""
+import json
+import math
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .cli import Parser, run_main
+from .data import DATASETS
+from .errors import UsageError
+from .methods import METHODS
+from .regimes import REGIMES
+from .train import parse_config, script_of
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULT = "eval-slf-pre-v1-last.json"
+
+
+@dataclass(frozen=True)
+class Scale:
+    epoch_factor: float  # every row's epochs times this, rounded, at least 1
+    train: tuple = ()
+    evaluate: tuple = ()
+    note: str = ""
+    epochs: int = 0  # instead of the factor, when set
+
+
+SCALES = {
+    "full": Scale(1.0, (), ("--autoattack",), "the scripts' defaults: the paper's settings"),
+    # Epochs scaled by one factor keep the rows' relative costs; a narrower ResNet, a smaller projector and a
+    # class-stratified 2,000-image training set bring the whole table to about two hours on a 2-core CPU.
+    "small": Scale(0.1, ("--width", "8", "--hidden-dim", "512", "--subset", "2000", "--knn-test", "1000"),
+                   ("--subset-train", "10000", "--no-train-augment", "--subset-test", "1000", "--autoattack",
+                    "--autoattack-samples", "200"),
+                   "epochs x 0.1, width 8, hidden 512, 2,000 training images; SLF on 10,000 images without "
+                   "augmentation, tested on 1,000; AutoAttack on 200"),
+    "smoke": Scale(0.0, ("--width", "4", "--hidden-dim", "16", "--subset", "64", "--batch-size", "16",
+                         "--num-views", "2", "--pgd-steps", "1", "--replays", "2", "--knn-test", "20"),
+                   ("--subset-train", "64", "--no-train-augment", "--subset-test", "20", "--finetune-epochs", "1",
+                    "--pgd-steps", "1"),
+                   "two epochs of a toy model, for tests", epochs=2),
+}
+
+
+@dataclass
+class Row:
+    method: str
+    regime: str
+    preset: str
+    paper: tuple = ()  # clean, PGD 4/255, PGD 8/255, minutes
+    cfg: dict = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return f"{self.preset}-{self.method}-{self.regime}"
+
+    @property
+    def script(self) -> str:
+        return script_of(self.method, self.regime)[0]
+
+
+def all_rows() -> list:
+    """The seed's rows of every registered method, then each method's crop-based standard baseline."""
+    rows = [Row(name, regime, preset, tuple(numbers)) for name, method in METHODS.items()
+            for preset, regime, *numbers in method.paper]
+    rows += [Row(name, "standard", "crop") for name, method in METHODS.items() if "standard" in method.scripts]
+    return rows
+
+
+def train_argv(row, scale, args) -> list:
+    defaults = script_of(row.method, row.regime)[1]
+    argv = ["--data", args.data, "--data-dir", args.data_dir, "--preset", row.preset, "--seed", str(args.seed),
+            "--device", args.device, "--out-dir", str(row_dir(args, row) / "train"), "--resume", "auto"]
+    if scale.epochs or scale.epoch_factor != 1:
+        epochs = scale.epochs or max(1, round(defaults.get("epochs", 1) * scale.epoch_factor))
+        argv += ["--epochs", str(epochs)]
+    accepted = parse_config(row.method, row.regime, None, [])[2]._option_string_actions
+    for flag, value in zip(scale.train[::2], scale.train[1::2]):  # a flag the row's script lacks is not its concern
+        if flag in accepted:
+            argv += [flag, value]
+    return argv
+
+
+def eval_argv(row, scale, args) -> list:
+    return ["--checkpoint", str(row_dir(args, row) / "train" / "last.pt"), "--out", str(row_dir(args, row)),
+            "--protocol", "slf", "--eps", "4/255", "8/255", "--device", args.device, "--seed", str(args.seed),
+            *scale.evaluate]
+
+
+def row_dir(args, row) -> Path:
+    return Path(args.out) / row.key
+
+
+def cost(row, scale, args) -> float:
+    """Forward+backward passes of one 32x32 view that the row's training takes, a unit for estimates."""
+    cfg = parse_config(row.method, row.regime, None, train_argv(row, scale, args))[0]
+    images = cfg["subset"] or 50_000
+    regime = REGIMES[row.regime]
+    return cfg["epochs"] * images * cfg["num_views"] * regime.passes_per_batch(cfg)
+
+
+def run_command(argv, log) -> bool:
+    with open(log, "a") as fh:
+        return subprocess.run([sys.executable, *argv], cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT).returncode == 0
+
+
+def run_row(row, scale, args) -> str:
+    """'done' (already there), 'ok', or the step that failed; logs go to OUT/<row>/log.txt."""
+    folder = row_dir(args, row)
+    if (folder / RESULT).is_file():
+        return "done"
+    folder.mkdir(parents=True, exist_ok=True)
+    log = folder / "log.txt"
+    if not run_command([f"{row.script}.py", *train_argv(row, scale, args)], log):
+        return f"training failed (see {log})"
+    if not run_command([f"evaluate_{row.method}.py", *eval_argv(row, scale, args)], log):
+        return f"evaluation failed (see {log})"
+    return "ok"
+
+
+def reproduce(argv=None):
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    scale = SCALES[args.scale]
+    rows = select_rows(args.rows)
+    costs = [cost(row, scale, args) for row in rows]
+    if args.dry_run:
+        return print_plan(rows, costs, scale, args)
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    started, failures = time.monotonic(), {}
+    for k, (row, units) in enumerate(zip(rows, costs)):
+        elapsed = time.monotonic() - started
+        spent = sum(costs[:k])
+        remaining = f"{elapsed / spent * sum(costs[k:]) / 60:.0f} min" if spent and elapsed > 1 else "unknown"
+        print(f"row {k + 1}/{len(rows)} {row.key}: elapsed {elapsed / 60:.1f} min, estimated remaining {remaining}",
+              flush=True)
+        status = run_row(row, scale, args)
+        if status not in ("ok", "done"):
+            failures[row.key] = status
+            print(f"  {row.key}: {status}", file=sys.stderr)
+    write_results(rows, scale, args, failures)
+    return failures
+
+
+def select_rows(keys):
+    rows = all_rows()
+    if not keys:
+        return rows
+    known = {row.key: row for row in rows}
+    unknown = [k for k in keys if k not in known]
+    if unknown:
+        raise UsageError(f"unknown row {unknown[0]}; rows: {', '.join(known)}")
+    return [known[k] for k in keys]
+
+
+def print_plan(rows, costs, scale, args):
+    print(f"scale {args.scale}: {scale.note}")
+    for row, units in zip(rows, costs):
+        print(f"# {row.key}: {units / 1e6:.2f} M view passes")
+        print(f"python {row.script}.py {' '.join(train_argv(row, scale, args))}")
+        print(f"python evaluate_{row.method}.py {' '.join(eval_argv(row, scale, args))}")
+    print(f"total training: {sum(costs) / 1e6:.2f} M forward+backward passes of a 32x32 view")
+    if args.passes_per_second:
+        print(f"estimated training time at {args.passes_per_second:g} passes/s: "
+              f"{sum(costs) / args.passes_per_second / 60:.0f} min")
+    return {}
+
+
+def write_results(rows, scale, args, failures):
+    from .report import model_name, plot
+
+    lines = [f"# The seed's table, measured at scale `{args.scale}`", "", f"Scale: {scale.note}. Data: {args.data} "
+             f"at `{args.data_dir}`. Protocol: SLF on `pre` features; PGD-20 (step eps/4, random start); "
+             f"AutoAttack standard where present.", "",
+             "| Model | Clean | PGD(4/255) | PGD(8/255) | AA(8/255) | Time (min) | paper Clean | paper PGD(4/255) "
+             "| paper PGD(8/255) | paper Time (min) |", "|" + "---|" * 10]
+    results = []
+    for row in rows:
+        path = row_dir(args, row) / RESULT
+        if not path.is_file():
+            lines.append(f"| {row.key}: {failures.get(row.key, 'not run')} |" + " |" * 9)
+            continue
+        r = json.loads(path.read_text())
+        results.append(r)
+        cells = [model_name(r), _num(r["clean"]), _num(r["pgd"].get("4/255")), _num(r["pgd"].get("8/255")),
+                 _num(r.get("autoattack", {}).get("8/255")), _num(r["train_seconds"] / 60 if r.get("train_seconds") else None)]
+        cells += [_num(v) for v in (row.paper or (None,) * 4)]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", f"Each row's test images: {results[0]['n_test'] if results else '?'} (class-stratified); "
+                  f"commands: `python -m utils.reproduce --scale {args.scale} --dry-run ...`."]
+    (Path(args.out) / "results.md").write_text("\n".join(lines) + "\n")
+    if results:
+        plot(results, Path(args.out) / "results.png")
+    print(f"wrote {Path(args.out) / 'results.md'}")
+
+
+def _num(value) -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.2f}"
+
+
+def build_parser() -> Parser:
+    p = Parser(prog="python -m utils.reproduce", description="Train, evaluate and report every row of the seed's table.")
+    p.add_argument("--scale", choices=list(SCALES), default="small")
+    p.add_argument("--data", choices=DATASETS, default="cifar10")
+    p.add_argument("--data-dir", default="data")
+    p.add_argument("--out", required=True, help="folder for every row's run, evaluation and results.md")
+    p.add_argument("--rows", nargs="+", default=None, help="row keys such as crop-empssl-free (default: all)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dry-run", action="store_true", help="print the commands and the estimated cost, run nothing")
+    p.add_argument("--passes-per-second", type=float, default=None,
+                   help="this machine's training throughput in view passes/s, for --dry-run's time estimate")
+    return p
+
+
+if __name__ == "__main__":
+    sys.exit(1 if run_main(reproduce) else 0)
