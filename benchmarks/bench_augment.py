@@ -12,7 +12,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from augment import MultiViewAugment, ReferenceAugment, tensor_to_pil
+from utils.methods import METHODS
 
+from .bench_step import MULTI_VIEW
 from .common import machine, print_table, sync
 
 # Images per loader batch: small enough that every worker gets batches of the 100-image set.
@@ -52,7 +54,8 @@ def main(argv=None):
     p.add_argument("--images", type=int, default=100)
     p.add_argument("--views", type=int, default=16)
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--method", choices=("empssl", "simclr"), default="empssl")
+    p.add_argument("--method", choices=list(METHODS), default=MULTI_VIEW,
+                   help="whose augmentation settings (default: the first registered method that takes --num-views)")
     p.add_argument("--device", default="cpu", help="device of the batched path; the reference always runs on CPU")
     args = p.parse_args(argv)
     cores = os.cpu_count() or 1

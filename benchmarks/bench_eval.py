@@ -15,6 +15,7 @@ from models import build_encoder
 from utils.evaluate import robust_accuracy
 from utils.finetune import Classifier
 
+from .bench_step import MULTI_VIEW
 from .common import machine, print_table, sync
 
 
@@ -28,7 +29,7 @@ def main(argv=None):
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = p.parse_args(argv)
     device = torch.device(args.device)
-    encoder = build_encoder("empssl", width=args.width, hidden_dim=args.hidden_dim).to(device).eval().requires_grad_(False)
+    encoder = build_encoder(MULTI_VIEW, width=args.width, hidden_dim=args.hidden_dim).to(device).eval().requires_grad_(False)
     head = nn.Linear(args.hidden_dim, 10).to(device).requires_grad_(False)
     model = Classifier(encoder, head, "pre").eval()
     images = torch.randint(0, 256, (args.n, 3, 32, 32), dtype=torch.uint8)

@@ -17,6 +17,8 @@ from utils.train import Trainer, parse_config
 
 from .common import machine, print_table, timeit
 
+MULTI_VIEW = next(name for name, method in METHODS.items() if method.views is None)
+
 
 def make_trainer(regime, args, images):
     argv = ["--device", args.device, "--width", str(args.width), "--hidden-dim", str(args.hidden_dim),
@@ -29,7 +31,8 @@ def make_trainer(regime, args, images):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--method", choices=list(METHODS), default="empssl")
+    p.add_argument("--method", choices=list(METHODS), default=MULTI_VIEW,
+                   help="(default: the first registered method that takes --num-views)")
     p.add_argument("--width", type=int, default=16)
     p.add_argument("--hidden-dim", type=int, default=4096)
     p.add_argument("--batch-size", type=int, default=32)

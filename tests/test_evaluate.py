@@ -330,6 +330,11 @@ def test_evaluations_with_different_protocols_leave_their_own_files(tmp_path, ti
     assert (tmp_path / "eval-slf-pre-v1-orig.json").read_bytes() == before
     again = evaluate("simclr", [*map(str, common), "--protocol", "slf", "--batch-size", "7"])  # the same evaluation
     assert again["clean"] == first["clean"]
+    kept = (tmp_path / "eval-slf-pre-v1-orig.json").read_bytes()
+    torch.save(build_encoder("simclr", width=8, hidden_dim=32).state_dict(), tmp_path / "orig.pt")  # trained on
+    with pytest.raises(UsageError, match="holds another evaluation"):  # same flags, another checkpoint state
+        evaluate("simclr", [*map(str, common), "--protocol", "slf"])
+    assert (tmp_path / "eval-slf-pre-v1-orig.json").read_bytes() == kept
 
 
 def test_test_views_are_offered_to_every_method(tmp_path, tiny_data):

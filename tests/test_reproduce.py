@@ -60,3 +60,10 @@ def test_dry_run_prints_every_command_and_the_cost(tiny_data):
     assert out.count("python main_") == 9 and out.count("python evaluate_") == 9
     assert "--epochs 3 " in out and "--epochs 50 " in out and "--epochs 17 " in out  # 30, 500 and 167 epochs x 0.1
     assert "estimated training time" in out
+
+
+def test_an_output_folder_of_another_scale_is_refused(tmp_path, tiny_data):
+    (tmp_path / "reproduce.json").write_text('{"scale": "small", "seed": 0, "data": "cifar10", "data_dir": "x"}')
+    proc = run_script("-m", "utils.reproduce", "--scale", "smoke", "--data-dir", tiny_data, "--out", tmp_path,
+                      "--rows", "crop-empssl-free", check=False)
+    assert proc.returncode == 2 and "another plan" in proc.stderr and "Traceback" not in proc.stderr

@@ -47,7 +47,7 @@ def test_attack_climbs_the_distance_it_maximises(encoder_and_images):
 
 def test_tool_writes_a_png_named_by_features_and_eps(checkpoint, capsys):
     out = tsne([str(checkpoint), "--n", "40", "--steps", "2", "--device", "cpu"])
-    assert out == checkpoint.parent / "tsne-pre-eps8-255.png"
+    assert out == checkpoint.parent / "tsne-pre-eps8-255-pgd2-n40-seed0.png"
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000
     printed = capsys.readouterr().out
     assert "PGD-2 at eps 8/255" in printed and "(40 test images)" in printed

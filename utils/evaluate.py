@@ -1,4 +1,4 @@
-"""The evaluation engine behind ``evaluate_simclr.py`` and ``evaluate_empssl.py`` (design.md, section 7).
+"""The evaluation engine behind ``evaluate_simclr.py`` and ``evaluate_empssl.py``.
 
 Fit a classifier on the training images with one of the robust-SSL benchmark's protocols (``--protocol
 slf|alf|aff``, see ``utils.finetune``), then measure on the test images, in order: clean accuracy, accuracy
@@ -121,7 +121,8 @@ def _original_code_config(path, state, method):
     if owners and method not in owners:
         raise UsageError(f"{path} has a {z_dim}-d projection, a {owners[0]} encoder; evaluate it with evaluate_{owners[0]}.py")
     return {"method": method, "arch": _arch_from_state(state), "width": state["backbone.conv1.weight"].shape[0],
-            "hidden_dim": state["pre_feature.0.weight"].shape[0], "preset": "crop"}
+            "hidden_dim": state["pre_feature.0.weight"].shape[0], "preset": "crop",
+            "num_views": METHODS[method].views or METHODS[method].default_views}
 
 
 def load_encoder(path, method: str):
@@ -270,23 +271,39 @@ def result_paths(args, out_dir: Path):
 
 
 # Settings that do not change what an evaluation measures: rerunning with other values is the same evaluation.
-SAME_EVALUATION = ("out", "device", "batch_size", "data_dir", "download")
+# The checkpoint is compared by what it holds (``checkpoint_identity``), not by how its path was written.
+SAME_EVALUATION = ("out", "device", "batch_size", "download", "checkpoint")
 
 
-def refuse_to_replace_another_evaluation(json_path, args):
-    """A result file is replaced only by a rerun of the same evaluation (before any work is done)."""
+def checkpoint_identity(path, meta) -> dict:
+    """Which training state was evaluated: the file, its epoch and a digest of its bytes (a run's last.pt
+    changes as it trains on)."""
+    path = Path(path)
+    path = (path / "last.pt" if path.is_dir() else path).resolve()
+    digest = hashlib.sha1()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return {"file": str(path), "epoch": meta["epoch"], "sha1": digest.hexdigest()[:16]}
+
+
+def refuse_to_replace_another_evaluation(json_path, args, identity):
+    """A result file is replaced only by a rerun of the same evaluation of the same checkpoint state."""
     if not json_path.is_file():
         return
     try:
-        earlier = json.loads(json_path.read_text()).get("settings", {})
+        earlier = json.loads(json_path.read_text())
     except (OSError, json.JSONDecodeError):
         return  # unreadable: nothing worth keeping
     now = json.loads(json.dumps(plain(vars(args))))
-    changed = [k for k in now if k not in SAME_EVALUATION and earlier.get(k) != now[k]]
+    settings = earlier.get("settings", {})
+    changed = [(f"--{k.replace('_', '-')} was {settings.get(k)}") for k in now
+               if k not in SAME_EVALUATION and settings.get(k) != now[k]]
+    if earlier.get("checkpoint_identity") != identity:
+        changed.insert(0, f"it evaluated {earlier.get('checkpoint_identity', {}).get('file', 'another checkpoint')} "
+                          f"at epoch {earlier.get('checkpoint_identity', {}).get('epoch')}")
     if changed:
-        flag = "--" + changed[0].replace("_", "-")
-        raise UsageError(f"{json_path} holds an evaluation with other settings ({flag} was {earlier.get(changed[0])}); "
-                         f"pass --out NEW_FOLDER to keep both")
+        raise UsageError(f"{json_path} holds another evaluation ({changed[0]}); pass --out NEW_FOLDER to keep both")
 
 
 def save_fitted(model: Classifier, args, num_classes, path) -> None:
@@ -313,9 +330,11 @@ def evaluate(method: str, argv=None):
     ckpt_path = Path(args.checkpoint)
     out_dir = make_dir(args.out or (ckpt_path if ckpt_path.is_dir() else ckpt_path.parent))
     json_path, fitted_path = result_paths(args, out_dir)
-    refuse_to_replace_another_evaluation(json_path, args)
+    identity = checkpoint_identity(args.checkpoint, meta)
+    refuse_to_replace_another_evaluation(json_path, args, identity)
     model = build_classifier(encoder.to(device), args, meta["config"], num_classes, device)
-    result = {"method": method, "regime": meta["regime"], "checkpoint": str(ckpt_path), "protocol": args.protocol,
+    result = {"method": method, "regime": meta["regime"], "checkpoint": str(ckpt_path), "checkpoint_identity": identity,
+              "protocol": args.protocol,
               "features": args.features, "test_views": args.test_views, **fit_and_test(model, data, args, device),
               "subsets": data.subsets, "train_seconds": meta["train_seconds"], "train_config": meta["config"],
               "seconds": round(time.monotonic() - started, 1), "settings": dict(vars(args))}

@@ -97,10 +97,11 @@ class RunGuard:
         return {"done": done, "means": dict(zip(self.names, means)), "seconds": seconds,
                 "images_per_s": done * self.images_per_step / max(seconds, 1e-9)}
 
-    def after_epoch_save(self):
-        """The epoch's checkpoint was just written: restart the save interval, stop now if asked."""
+    def stop_agreed(self) -> bool:
+        """At an epoch's end, after its checkpoint: whether any rank was asked to stop (every rank learns it
+        together); also restarts the periodic-save interval."""
         self.last_save = time.monotonic()
-        return self.signal is not None
+        return dist.any_true(self.signal is not None)[0]
 
     def _epoch_elapsed(self):
         return self.epoch_seconds + time.monotonic() - self.epoch_since

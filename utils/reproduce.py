@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .cli import Parser, run_main
+from .cli import Parser, default_data_dir, run_main
 from .data import DATASETS
 from .errors import UsageError
 from .methods import METHODS
@@ -76,7 +76,8 @@ def all_rows() -> list:
     """The seed's rows of every registered method, then each method's crop-based standard baseline."""
     rows = [Row(name, regime, preset, tuple(numbers)) for name, method in METHODS.items()
             for preset, regime, *numbers in method.paper]
-    rows += [Row(name, "standard", "crop") for name, method in METHODS.items() if "standard" in method.scripts]
+    rows += [Row(name, regime, "crop") for name, method in METHODS.items() for regime in method.scripts
+             if REGIMES[regime].baseline]
     return rows
 
 
@@ -113,8 +114,20 @@ def cost(row, scale, args) -> float:
 
 
 def run_command(argv, log) -> bool:
+    """Runs ``python argv`` from the project's root; Ctrl-C reaches the child too (same process group), and
+    the child is waited for, so a training run saves its checkpoint before the command exits."""
     with open(log, "a") as fh:
-        return subprocess.run([sys.executable, *argv], cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT).returncode == 0
+        proc = subprocess.Popen([sys.executable, *argv], cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT)
+        try:
+            return proc.wait() == 0
+        except KeyboardInterrupt:
+            proc.wait()
+            raise
+
+
+def entry(script, call) -> list:
+    """The entry script when the project has one, else the same call through ``python -c``."""
+    return [f"{script}.py"] if (ROOT / f"{script}.py").is_file() else ["-c", f"import sys; {call}; sys.exit(0)"]
 
 
 def run_row(row, scale, args) -> str:
@@ -124,29 +137,44 @@ def run_row(row, scale, args) -> str:
         return "done"
     folder.mkdir(parents=True, exist_ok=True)
     log = folder / "log.txt"
-    if not run_command([f"{row.script}.py", *train_argv(row, scale, args)], log):
+    trainer = entry(row.script, f"from utils.train import main; main({row.method!r}, {row.regime!r})")
+    if not run_command([*trainer, *train_argv(row, scale, args)], log):
         return f"training failed (see {log})"
-    if not run_command([f"evaluate_{row.method}.py", *eval_argv(row, scale, args)], log):
+    evaluator = entry(f"evaluate_{row.method}", f"from utils.evaluate import main; main({row.method!r})")
+    if not run_command([*evaluator, *eval_argv(row, scale, args)], log):
         return f"evaluation failed (see {log})"
     return "ok"
 
 
+def check_plan(args):
+    """One output folder holds one scale, seed and dataset: finished rows of another would be skipped as done."""
+    plan = {"scale": args.scale, "seed": args.seed, "data": args.data, "data_dir": args.data_dir}
+    path = Path(args.out) / "reproduce.json"
+    if path.is_file() and json.loads(path.read_text()) != plan:
+        earlier = json.loads(path.read_text())
+        raise UsageError(f"{args.out} holds rows of another plan ({', '.join(f'{k} {v}' for k, v in earlier.items())}); "
+                         f"choose another --out")
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(plan, indent=2) + "\n")
+
+
 def reproduce(argv=None):
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    args.out, args.data_dir = str(Path(args.out).resolve()), str(Path(args.data_dir).resolve())  # children run from ROOT
     scale = SCALES[args.scale]
     rows = select_rows(args.rows)
     costs = [cost(row, scale, args) for row in rows]
     if args.dry_run:
         return print_plan(rows, costs, scale, args)
-    Path(args.out).mkdir(parents=True, exist_ok=True)
-    started, failures = time.monotonic(), {}
+    check_plan(args)
+    started, failures, spent = time.monotonic(), {}, 0.0
     for k, (row, units) in enumerate(zip(rows, costs)):
         elapsed = time.monotonic() - started
-        spent = sum(costs[:k])
         remaining = f"{elapsed / spent * sum(costs[k:]) / 60:.0f} min" if spent and elapsed > 1 else "unknown"
         print(f"row {k + 1}/{len(rows)} {row.key}: elapsed {elapsed / 60:.1f} min, estimated remaining {remaining}",
               flush=True)
         status = run_row(row, scale, args)
+        spent += units if status == "ok" else 0  # rows found done took no time: they would skew the estimate
         if status not in ("ok", "done"):
             failures[row.key] = status
             print(f"  {row.key}: {status}", file=sys.stderr)
@@ -214,7 +242,7 @@ def build_parser() -> Parser:
     p = Parser(prog="python -m utils.reproduce", description="Train, evaluate and report every row of the seed's table.")
     p.add_argument("--scale", choices=list(SCALES), default="small")
     p.add_argument("--data", choices=DATASETS, default="cifar10")
-    p.add_argument("--data-dir", default="data")
+    p.add_argument("--data-dir", default=default_data_dir() or "data", help="(default: $CFAMC_DATA_DIR or ./data)")
     p.add_argument("--out", required=True, help="folder for every row's run, evaluation and results.md")
     p.add_argument("--rows", nargs="+", default=None, help="row keys such as crop-empssl-free (default: all)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")

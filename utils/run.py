@@ -30,8 +30,14 @@ def make_dir(path) -> Path:
     return path
 
 
-def default_run_dir(script: str) -> Path:
-    return Path("runs") / script / time.strftime("%Y%m%d-%H%M%S")
+def new_run_dir(script: str) -> Path:
+    """runs/<script>/<timestamp>, with a suffix if a run started in the same second took that name."""
+    base = Path("runs") / script / time.strftime("%Y%m%d-%H%M%S")
+    path, n = base, 1
+    while path.exists():
+        n += 1
+        path = base.with_name(f"{base.name}-{n}")
+    return path
 
 
 def plain(value):

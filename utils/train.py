@@ -28,7 +28,7 @@ from .knn import KNNMonitor
 from .methods import METHODS
 from .optim import LARS, cosine_lr
 from .regimes import REGIMES
-from .run import append_jsonl, default_run_dir, make_dir, read_jsonl, resolve_device, write_json
+from .run import append_jsonl, make_dir, new_run_dir, read_jsonl, resolve_device, write_json
 
 # Settings a resumed run may change: where and how it runs, not what it computes.
 RUN_LEVEL = ("device", "log_every", "out_dir", "checkpoint_minutes", "compile", "resume", "data_dir", "download",
@@ -181,19 +181,23 @@ def adopt_checkpoint_config(cfg, given, state, path):
         raise UsageError(f"{path} was written by {ranks} process(es) and this run has {dist.world_size()}: each process "
                          f"has its own random stream and perturbation; resume with {ranks} (torchrun --nproc_per_node {ranks})")
     run_level = {k: cfg[k] for k in RUN_LEVEL if k in given or k in ("out_dir", "resume")}
-    return {**saved, **run_level}
+    return {**cfg, **saved, **run_level}  # settings newer than the checkpoint keep their defaults
 
 
 def output_dir(cfg, source):
-    """The run folder: never one that holds another run's last.pt, never the source's when branching."""
+    """The run folder: never one that holds another run, never the source's when branching."""
     own = source is not None and source.name == "last.pt"
-    out = Path(cfg["out_dir"]) if cfg["out_dir"] else (source.parent if own else default_run_dir(cfg["script"]))
+    if cfg["out_dir"]:
+        out = Path(cfg["out_dir"])
+    else:  # every rank must write to (and name in messages) rank 0's choice
+        out = Path(dist.broadcast_object(str(source.parent if own else new_run_dir(cfg["script"]))))
     continuing = own and out.resolve() == source.parent.resolve()
     if source is not None and not continuing and out.resolve() == source.parent.resolve():
         raise UsageError(f"resuming from {source.name} inside its own run folder would overwrite that run's last.pt "
                          f"and metrics; pass --out-dir NEW_FOLDER for the continued run")
-    if not continuing and (out / "last.pt").exists():
-        raise UsageError(f"{out} already holds a run (last.pt); continue it with --resume {out}, "
+    held = [name for name in ("last.pt", "metrics.jsonl", "config.json") if (out / name).exists()]
+    if not continuing and held:
+        raise UsageError(f"{out} already holds a run ({held[0]}); continue it with --resume {out}, "
                          f"or choose another --out-dir")
     return out, continuing
 
@@ -211,8 +215,8 @@ class Trainer:
         out, continuing = output_dir(cfg, source)
         cfg["out_dir"] = str(out)
         self.out_dir = make_dir(out) if self.is_main else out
-        if self.is_main and state is not None and not continuing:
-            copy_metrics(source.parent, self.out_dir, state["epoch"])
+        if self.is_main and state is not None:
+            carry_metrics(source.parent, self.out_dir, state["epoch"])
         self._build_model()
         self._build_views_and_regime()
         self.knn = self._build_monitor() if self.is_main else None
@@ -318,8 +322,8 @@ class Trainer:
         if self.is_main:
             try:
                 save_checkpoint(self._state(rngs, regime_states), self.out_dir / name)
-            except UsageError as e:
-                error = str(e)
+            except Exception as e:  # whatever it is, the other ranks must hear of it rather than wait
+                error = str(e) if isinstance(e, UsageError) else f"cannot write checkpoint {name}: {e!r}"
         error = dist.broadcast_object(error)
         if error is not None:
             raise UsageError(error if self.is_main else f"rank 0 could not save the checkpoint: {error}")
@@ -367,6 +371,8 @@ class Trainer:
             while self.epoch < self.cfg["epochs"]:
                 summary = self._train_epoch(guard)
                 self._end_epoch(guard, summary)
+        if not (self.out_dir / "last.pt").exists():  # a branch from a finished run's checkpoint: its model here too
+            self.checkpoint()
         if self.is_main:
             print(f"done in {self.train_seconds / 60:.1f} min; final model: {self.out_dir / 'last.pt'}")
         return self.out_dir
@@ -385,19 +391,22 @@ class Trainer:
         return guard.end_epoch()
 
     def _end_epoch(self, guard, summary):
-        cfg = self.cfg
+        """Monitor, metrics row, then checkpoints (the row first: a resumed run drops rows past its checkpoint);
+        none of it counts as training time."""
         self.epoch, self.batch_in_epoch = self.epoch + 1, 0
         self.train_seconds = guard.seconds()
-        self.checkpoint()
-        if cfg["save_every"] and self.epoch % cfg["save_every"] == 0:
-            self.checkpoint(f"epoch_{self.epoch:04d}.pt")
-        stop = guard.after_epoch_save()
-        if self.knn is not None and self.epoch % cfg["knn_every"] == 0:
+        if self.knn is not None and self.epoch % self.cfg["knn_every"] == 0:
             summary["means"]["knn"] = guard.paused(lambda _: self.knn_accuracy())
         if self.is_main and summary["done"]:
             self._log_epoch(summary)
-        if stop and self.epoch < cfg["epochs"]:
-            self._stop(guard.signal)
+        guard.paused(lambda _: self._save_epoch())
+        if guard.stop_agreed() and self.epoch < self.cfg["epochs"]:
+            self._stop(guard.signal or signal.SIGTERM)
+
+    def _save_epoch(self):
+        self.checkpoint()
+        if self.cfg["save_every"] and self.epoch % self.cfg["save_every"] == 0:
+            self.checkpoint(f"epoch_{self.epoch:04d}.pt")
 
     def _log_epoch(self, summary):
         record = {"epoch": self.epoch, "step": self.step, **summary["means"],
@@ -426,13 +435,17 @@ class Trainer:
         sys.exit(128 + signum)
 
 
-def copy_metrics(source_dir, out_dir, epochs):
-    """A run branched from an earlier checkpoint starts with the source run's first ``epochs`` metrics rows."""
+def carry_metrics(source_dir, out_dir, epochs):
+    """The run's metrics rows are the source run's first ``epochs`` (a branch starts with them; a resumed run
+    drops a row written after its checkpoint, whose epoch it is about to train again)."""
     source = Path(source_dir) / "metrics.jsonl"
-    if source.is_file() and not (Path(out_dir) / "metrics.jsonl").exists():
-        for record in read_jsonl(source):
-            if record.get("epoch", 0) <= epochs:
-                append_jsonl(Path(out_dir) / "metrics.jsonl", record)
+    rows = [r for r in read_jsonl(source) if r.get("epoch", 0) <= epochs] if source.is_file() else []
+    target = Path(out_dir) / "metrics.jsonl"
+    if target.exists() and source.resolve() != target.resolve():
+        return
+    target.unlink(missing_ok=True)
+    for record in rows:
+        append_jsonl(target, record)
 
 
 def train(method: str, regime: str, argv=None, defaults=None):
@@ -440,7 +453,9 @@ def train(method: str, regime: str, argv=None, defaults=None):
     cfg, given, _ = parse_config(method, regime, defaults, argv)
     dist.init(cfg["device"])
     try:
-        return Trainer(cfg, given).run()
+        out = Trainer(cfg, given).run()
+        dist.barrier()  # tearing gloo down while a peer still talks to it aborts that peer at exit
+        return out
     finally:
         dist.shutdown()
 

@@ -38,7 +38,7 @@ def build_parser() -> Parser:
                    help="dataset root (default: the training run's, $CFAMC_DATA_DIR, ./data)")
     p.add_argument("--batch-size", type=positive_int, default=250, help="images per attack batch")
     p.add_argument("--out", type=Path, default=None,
-                   help="PNG to write (default: tsne-FEATURES-epsEPS.png next to the checkpoint)")
+                   help="PNG to write (default: tsne-<features>-eps<eps>-pgd<steps>-n<n>-seed<seed>.png beside the checkpoint)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--seed", type=int, default=0, help="picks the images, the PGD start and the t-SNE start")
     return p
@@ -152,7 +152,8 @@ def tsne(argv=None) -> Path:
           f"({len(images)} test images)")
     checkpoint = Path(args.checkpoint)
     folder = checkpoint if checkpoint.is_dir() else checkpoint.parent
-    out = args.out or folder / f"tsne-{args.features}-eps{eps_label(args.eps).replace('/', '-')}.png"
+    settings = f"{args.features}-eps{eps_label(args.eps).replace('/', '-')}-pgd{args.steps}-n{args.n}-seed{args.seed}"
+    out = args.out or folder / f"tsne-{settings}.png"  # one file per picture: another one never overwrites it
     title = f"{checkpoint.name}: {args.features} features, {attack}, mean cosine {cosine:.3f}"
     plot(embed_2d(clean, adv, args.seed), labels, args.lines, title, out, args.seed)
     print(f"wrote {out}")

@@ -15,6 +15,7 @@ from ..cli import radius
 class Regime:
     name = ""
     display = ""  # "PGD adversarial training": the scripts' --help
+    baseline = False  # the no-defence reference that a table of robust methods shows beside them
 
     def __init__(self, cfg: dict, learner):
         self.cfg, self.learner = cfg, learner
