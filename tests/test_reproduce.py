@@ -18,7 +18,7 @@ def test_smoke_table_trains_evaluates_and_reports_every_row_once(tmp_path, tiny_
     args = ["-m", "utils.reproduce", "--scale", "smoke", "--data-dir", tiny_data, "--out", tmp_path, "--device", "cpu"]
     first = run_script(*args, timeout=900)
     rows = all_rows()
-    assert len(rows) == 9 and f"row 9/9" in first.stdout
+    assert len(rows) == 9 and "row 9/9" in first.stdout
     lines = table_rows(tmp_path / "results.md")
     assert len(lines) == 9
     for line in lines:
