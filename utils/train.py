@@ -257,7 +257,7 @@ class Trainer:
     def _build_model(self):
         cfg, cuda = self.cfg, self.device.type == "cuda"
         self.amp = cfg["precision"] == "bf16" or (cfg["precision"] == "auto" and cuda)
-        self.channels_last = cfg.get("channels_last", "auto") == "on" or (cfg.get("channels_last", "auto") == "auto" and cuda)
+        self.channels_last = cfg["channels_last"] == "on" or (cfg["channels_last"] == "auto" and cuda)
         self.log_every = cfg["log_every"] or (50 if cuda else 1)
         torch.manual_seed(cfg["seed"])
         self.method = METHODS.lookup(cfg["method"])(cfg)
