@@ -13,9 +13,10 @@ from torch.utils.data import DataLoader, Dataset
 
 from augment import MultiViewAugment, ReferenceAugment, tensor_to_pil
 from utils.methods import METHODS
+from utils.run import machine
 
 from .bench_step import MULTI_VIEW
-from .common import machine, print_table, sync
+from .common import print_table, sync
 
 # Images per loader batch: small enough that every worker gets batches of the 100-image set.
 LOADER_BATCH = 10

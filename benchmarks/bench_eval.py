@@ -14,9 +14,10 @@ from torch import nn
 from models import build_encoder
 from utils.evaluate import robust_accuracy
 from utils.finetune import Classifier
+from utils.run import machine
 
 from .bench_step import MULTI_VIEW
-from .common import machine, print_table, sync
+from .common import print_table, sync
 
 
 def main(argv=None):

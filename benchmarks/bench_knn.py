@@ -13,10 +13,11 @@ import argparse
 import torch
 
 from utils.knn import KNNMonitor
+from utils.run import machine
 from utils.train import Trainer, parse_config
 
 from .bench_train import TRAIN_IMAGES, script_rows
-from .common import machine, print_table, timeit
+from .common import print_table, timeit
 
 
 def random_images(n, generator):

@@ -13,9 +13,10 @@ import torch
 
 from utils.methods import METHODS
 from utils.regimes import REGIMES
+from utils.run import machine
 from utils.train import Trainer, parse_config
 
-from .common import machine, print_table, timeit
+from .common import print_table, timeit
 
 MULTI_VIEW = next(name for name, method in METHODS.items() if method.views is None)
 

@@ -8,8 +8,9 @@ import torch
 import torch.nn.functional as F
 
 from losses import total_coding_rate
+from utils.run import machine
 
-from .common import machine, print_table, timeit
+from .common import print_table, timeit
 
 
 def tcr_loop_dxd(z, eps):

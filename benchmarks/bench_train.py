@@ -16,9 +16,10 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from utils.methods import METHODS
 from utils.regimes import REGIMES
+from utils.run import machine
 from utils.train import Trainer, entry_scripts, parse_config
 
-from .common import machine, print_table, sync
+from .common import print_table, sync
 
 TRAIN_IMAGES = 50_000
 

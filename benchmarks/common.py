@@ -1,5 +1,4 @@
 """Timing helpers shared by the benchmarks."""
-import platform
 import time
 
 import torch
@@ -22,12 +21,6 @@ def timeit(fn, device="cpu", repeats=5, warmup=1):
         sync(device)
         times.append(time.perf_counter() - start)
     return sorted(times)[len(times) // 2]
-
-
-def machine(device="cpu") -> str:
-    if torch.device(device).type == "cuda":
-        return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
-    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
 
 
 def print_table(header, rows):

@@ -6,8 +6,8 @@ import sys
 import time
 
 from conftest import ROOT, run_script
-from utils.reproduce import SCALES, all_rows, train_argv
-from utils.run import read_jsonl
+from utils.reproduce import RESULT, SCALES, all_rows, train_argv, write_results
+from utils.run import append_jsonl, read_jsonl, write_json
 
 
 def table_rows(path):
@@ -67,3 +67,31 @@ def test_an_output_folder_of_another_scale_is_refused(tmp_path, tiny_data):
     proc = run_script("-m", "utils.reproduce", "--scale", "smoke", "--data-dir", tiny_data, "--out", tmp_path,
                       "--rows", "crop-empssl-free", check=False)
     assert proc.returncode == 2 and "another plan" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_results_table_has_every_measure_the_paper_columns_and_no_local_paths(tmp_path):
+    rows = [r for r in all_rows() if r.key in ("crop-empssl-free", "crop-empssl-pgd", "crop-simclr-pgd")]
+    done = tmp_path / "out" / "crop-empssl-free"
+    (done / "train").mkdir(parents=True)
+    write_json(done / RESULT, {
+        "method": "empssl", "regime": "free", "clean": 37.44, "pgd": {"4/255": 12.7, "8/255": 2.0},
+        "autoattack": {"4/255": 12.5, "8/255": 1.5}, "n_test": 1000, "autoattack_samples": 200, "train_seconds": 234.6,
+        "checkpoint": str(done / "train" / "last.pt"),
+        "train_config": {"preset": "crop", "num_views": 16, "epochs": 1}})
+    for epoch, knn in ((1, 30.0), (2, 33.6)):
+        append_jsonl(done / "train" / "metrics.jsonl", {"epoch": epoch, "knn": knn})
+
+    class Args:
+        scale, data, data_dir, seed, device = "small", "imagefolder", str(tmp_path / "cifar10-jpeg"), 0, "cpu"
+        out = str(tmp_path / "out")
+
+    write_results(rows, SCALES["small"], Args, {"crop-simclr-pgd": "failed (exit 1)"})
+    text = (tmp_path / "out" / "results.md").read_text()
+    lines = table_rows(tmp_path / "out" / "results.md")
+    cells = {line.split("|")[1].strip(): [c.strip() for c in line.strip().strip("|").split("|")] for line in lines}
+    ours = next(c for name, c in cells.items() if "CF-AMC-SSL" in name)
+    assert ours[1:8] == ["37.4", "12.7", "2.0", "12.5", "1.5", "33.6", "3.9"]  # clean, PGD, AA, last kNN, minutes
+    assert ours[8:] == ["75.88", "55.97", "33.34", "97.00"]
+    assert cells["crop-empssl-pgd: not run"][1:] == [""] * 11 and "crop-simclr-pgd: failed (exit 1)" in cells
+    assert str(tmp_path) not in text and "`cifar10-jpeg`" in text and "torch threads" in text
+    assert (tmp_path / "out" / "results.png").stat().st_size > 0

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 
 from .cli import Parser, default_data_dir, run_main
@@ -23,6 +24,7 @@ from .data import DATASETS
 from .errors import UsageError
 from .methods import METHODS
 from .regimes import REGIMES
+from .run import machine, read_jsonl, resolve_device
 from .train import parse_config, script_of
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -206,36 +208,88 @@ def print_plan(rows, costs, scale, args):
     return {}
 
 
-def write_results(rows, scale, args, failures):
-    from .report import model_name, plot
+MEASURED = ("Clean", "PGD-20 4/255", "PGD-20 8/255", "AA 4/255", "AA 8/255", "kNN (end)", "Time (min)")
+PAPER = ("paper Clean", "paper PGD 4/255", "paper PGD 8/255", "paper min")
 
-    lines = [f"# The seed's table, measured at scale `{args.scale}`", "", f"Scale: {scale.note}. Data: {args.data} "
-             f"at `{args.data_dir}`. Protocol: SLF on `pre` features; PGD-20 (step eps/4, random start); "
-             f"AutoAttack standard where present.", "",
-             "| Model | Clean | PGD(4/255) | PGD(8/255) | AA(8/255) | Time (min) | paper Clean | paper PGD(4/255) "
-             "| paper PGD(8/255) | paper Time (min) |", "|" + "---|" * 10]
-    results = []
-    for row in rows:
-        path = row_dir(args, row) / RESULT
-        if not path.is_file():
-            lines.append(f"| {row.key}: {failures.get(row.key, 'not run')} |" + " |" * 9)
-            continue
-        r = json.loads(path.read_text())
-        results.append(r)
-        cells = [model_name(r), _num(r["clean"]), _num(r["pgd"].get("4/255")), _num(r["pgd"].get("8/255")),
-                 _num(r.get("autoattack", {}).get("8/255")), _num(r["train_seconds"] / 60 if r.get("train_seconds") else None)]
-        cells += [_num(v) for v in (row.paper or (None,) * 4)]
-        lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", f"Each row's test images: {results[0]['n_test'] if results else '?'} (class-stratified); "
-                  f"commands: `python -m utils.reproduce --scale {args.scale} --dry-run ...`."]
+
+def write_results(rows, scale, args, failures):
+    results = {row.key: _read_json(row_dir(args, row) / RESULT) for row in rows}
+    done = {key: r for key, r in results.items() if r}
+    lines = results_header(scale, args, list(done.values()))
+    lines += [table_line(row, results[row.key], args, failures) for row in rows]
     (Path(args.out) / "results.md").write_text("\n".join(lines) + "\n")
-    if results:
-        plot(results, Path(args.out) / "results.png")
+    if done:
+        plot_table(done, Path(args.out) / "results.png")
     print(f"wrote {Path(args.out) / 'results.md'}")
 
 
-def _num(value) -> str:
-    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.2f}"
+def results_header(scale, args, done) -> list:
+    n_test = {r["n_test"] for r in done} or {"?"}
+    n_aa = {r.get("autoattack_samples") for r in done} - {None} or {"-"}
+    return [f"# The seed's table, measured at scale `{args.scale}`", "",
+            f"Scale: {scale.note}. Data: {args.data} at `{Path(args.data_dir).name}`, seed {args.seed}. "
+            f"Machine: {machine(resolve_device(args.device))}.", "",
+            f"Protocol: SLF on the `pre` features, then on {'/'.join(map(str, n_test))} class-stratified test "
+            f"images: clean accuracy; PGD-20 (step eps/4, random start); AutoAttack (standard) on a stratified "
+            f"{'/'.join(map(str, n_aa))} of them. kNN: the training monitor's last value. Time: training only.", "",
+            "| Model | " + " | ".join(MEASURED + PAPER) + " |", "|" + "---|" * (1 + len(MEASURED) + len(PAPER))]
+
+
+def table_line(row, r, args, failures) -> str:
+    if r is None:
+        return f"| {row.key}: {failures.get(row.key, 'not run')} |" + " |" * (len(MEASURED) + len(PAPER))
+    from .report import model_name
+
+    aa = r.get("autoattack", {})
+    minutes = r["train_seconds"] / 60 if r.get("train_seconds") else None
+    ours = [r["clean"], r["pgd"].get("4/255"), r["pgd"].get("8/255"), aa.get("4/255"), aa.get("8/255"),
+            last_knn(row_dir(args, row) / "train" / "metrics.jsonl"), minutes]
+    paper = row.paper or (None,) * len(PAPER)
+    return "| " + " | ".join([model_name(r), *(_num(v, 1) for v in ours), *(_num(v, 2) for v in paper)]) + " |"
+
+
+def last_knn(metrics_path):
+    """The kNN monitor's last accuracy in a run's metrics.jsonl, or None where it never ran."""
+    rows = read_jsonl(metrics_path) if metrics_path.is_file() else []
+    return next((m["knn"] for m in reversed(rows) if "knn" in m), None)
+
+
+def plot_table(results, path) -> None:
+    """Left: accuracy against eps per row. Right: robustness at 4/255 against training minutes (the cost claim).
+
+    ``results``: {row key: evaluation result}; one colour per row in both panels.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (curves, cost) = plt.subplots(1, 2, figsize=(13, 5))
+    for key, r in results.items():
+        eps = sorted((float(Fraction(k)) * 255, v) for k, v in r["pgd"].items())
+        line, = curves.plot([0.0] + [e for e, _ in eps], [r["clean"]] + [v for _, v in eps], marker="o", label=key)
+        point = ((r.get("train_seconds") or 0) / 60, r["pgd"].get("4/255", math.nan))
+        cost.scatter(*point, color=line.get_color())
+        cost.annotate(key, point, fontsize=8, xytext=(4, 2), textcoords="offset points")
+    curves.set(xlabel="L-inf eps (x/255)", ylabel="accuracy: clean, then under PGD-20 (%)")
+    curves.legend(fontsize=8)
+    longest = max((r.get("train_seconds") or 0) / 60 for r in results.values())
+    strongest = max(r["pgd"].get("4/255", 0) for r in results.values())
+    cost.set(xlabel="training time (min)", ylabel="accuracy under PGD-20 at 4/255 (%)", xlim=(0, 1.3 * longest or 1),
+             ylim=(0, 1.15 * strongest or 1))
+    for ax in (curves, cost):
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _read_json(path):
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _num(value, digits) -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
 
 
 def build_parser() -> Parser:

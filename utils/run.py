@@ -2,6 +2,7 @@
 import json
 import math
 import os
+import platform
 import time
 from pathlib import Path
 
@@ -16,6 +17,21 @@ def resolve_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise UsageError("--device cuda was given but this machine has no usable CUDA GPU; use --device cpu")
     return torch.device(name)
+
+
+def machine(device="cpu") -> str:
+    """The hardware a timing was taken on: 'NVIDIA H100 80GB HBM3, torch 2.x' or the CPU model and torch threads."""
+    if torch.device(device).type == "cuda":
+        return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
+    return f"{_cpu_model()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}, torch {torch.__version__}"
+
+
+def _cpu_model() -> str:
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:  # not Linux
+        return platform.processor() or platform.machine()
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), platform.machine())
 
 
 def make_dir(path) -> Path:
