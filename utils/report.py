@@ -56,7 +56,9 @@ def model_name(r) -> str:
     method, regime = r.get("method", cfg.get("method", "?")), r.get("regime", cfg.get("regime", "?"))
     preset = cfg.get("preset", "crop")
     unit = "crops" if preset == "crop" else "patches"
-    details = [f"{cfg.get('num_views', 2)} {unit}", regime_label(regime, cfg), f"{cfg.get('epochs', '?')} epochs"]
+    epochs = cfg.get("epochs", "?")
+    details = [f"{cfg.get('num_views', 2)} {unit}", regime_label(regime, cfg),
+               f"{epochs} epoch{'' if epochs == 1 else 's'}"]
     if cfg.get("width", 64) != 64:
         details.append(f"width {cfg['width']}")
     if cfg.get("subset"):
