@@ -107,6 +107,7 @@ def test_a_one_process_run_resumed_under_two_is_refused(tmp_path, tiny_data):
 
 
 def failing_save_worker(rank, init_file, data_dir, out_dir):
+    import utils.distributed
     import utils.train
     from utils.errors import UsageError
     from utils.train import Trainer, parse_config
@@ -125,7 +126,7 @@ def failing_save_worker(rank, init_file, data_dir, out_dir):
     except UsageError as e:
         outcome = str(e)
     finally:
-        tdist.destroy_process_group()
+        utils.distributed.shutdown()
     with open(os.path.join(out_dir, f"outcome{rank}.txt"), "w") as fh:
         fh.write(outcome)
 

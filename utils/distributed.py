@@ -1,4 +1,5 @@
 """torchrun / DistributedDataParallel helpers; every function is a no-op in a single process."""
+import gc
 import os
 import sys
 
@@ -31,6 +32,9 @@ def init(device_flag: str) -> None:
 
 def shutdown() -> None:
     if is_distributed():
+        # A trainer that stopped on an exception sits in a reference cycle with its DDP wrapper; freed by the
+        # collector after the group is gone, the wrapper's gloo threads abort the process at exit.
+        gc.collect()
         tdist.destroy_process_group()
 
 
