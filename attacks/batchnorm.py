@@ -26,3 +26,18 @@ def frozen_bn_stats(model: nn.Module):
         with torch.no_grad():
             for buf, value in saved:
                 buf.copy_(value)
+
+
+@contextmanager
+def eval_bn(model: nn.Module):
+    """Run ``model`` with every BatchNorm layer in eval mode (running statistics, nothing updated), as a test-time
+    attack sees it; the layers' modes are restored on exit. In train mode an attack on a whole batch can move
+    the batch's statistics, a perturbation that no single test image can make."""
+    layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
+    try:
+        for m in layers:
+            m.eval()
+        yield model
+    finally:
+        for m in layers:
+            m.train()

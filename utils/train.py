@@ -64,6 +64,8 @@ def build_parser(method: str, regime: str, defaults: dict) -> Parser:
                    help="weighted kNN accuracy of the pre-features every N epochs (0: off)")
     g.add_argument("--knn-train", type=positive_int, default=10_000, help="training images the kNN searches")
     g.add_argument("--knn-test", type=positive_int, default=2_000, help="test images the kNN classifies")
+    for action in p._actions:  # the script's defaults for its row of the seed's table, whichever group holds them
+        action.default = defaults.get(action.dest, action.default)
     return p
 
 
@@ -275,7 +277,11 @@ class Trainer:
         scale = (cfg["scale_min"], cfg["scale_max"]) if cfg["scale_min"] is not None else None
         ratio = (cfg["ratio_min"], cfg["ratio_max"]) if cfg["ratio_min"] is not None else None
         self.augment = MultiViewAugment(cfg["num_views"], cfg["method"], cfg["preset"], scale=scale, ratio=ratio)
-        self.clean_rows = self.method.clean_views * self.local_batch
+        clean_views = self.method.clean_views if cfg.get("clean_views") is None else cfg["clean_views"]
+        if clean_views >= cfg["num_views"]:
+            raise UsageError(f"--clean-views {clean_views} leaves no view of the {cfg['num_views']} to perturb; "
+                             f"choose at most {cfg['num_views'] - 1}")
+        self.clean_rows = clean_views * self.local_batch
         self.perturbed_shape = (cfg["num_views"] * self.local_batch - self.clean_rows, 3, 32, 32)
         regime = REGIMES.lookup(cfg["regime"])
         self.regime = regime(cfg, self)
@@ -345,13 +351,21 @@ class Trainer:
             z = self.method.embed(self.net if net is None else net, views)
         return self.method.loss(dist.gather_views(z.view(self.cfg["num_views"], -1, z.shape[-1])))
 
-    def update(self, loss):
+    def zero_grad(self):
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def update(self, loss, zero_grad=True):
         for group in self.optimizer.param_groups:
             group["lr"] = cosine_lr(self.step, self.total_steps, self.cfg["lr"])
-        self.optimizer.zero_grad(set_to_none=True)
+        if zero_grad:
+            self.zero_grad()
         loss.backward()
         self.optimizer.step()
         self.step += 1
+
+    def term_names(self) -> tuple:
+        """What a step's (loss, terms) hold: the loss, the method's terms, then the regime's."""
+        return ("loss", *self.method.term_names, *REGIMES.lookup(self.cfg["regime"]).terms(self.cfg))
 
     def train_step(self, batch):
         """(b, 3, H, W) uint8 images -> (loss, terms) after the regime's optimizer step(s)."""
@@ -364,7 +378,7 @@ class Trainer:
     def run(self):
         if self.is_main:
             write_json(self.out_dir / "config.json", self.cfg)
-        guard = RunGuard(self._save_progress, self._stop, self._where, ("loss", *self.method.term_names),
+        guard = RunGuard(self._save_progress, self._stop, self._where, self.term_names(),
                          log_every=self.log_every, checkpoint_minutes=self.cfg["checkpoint_minutes"],
                          seconds=self.train_seconds, device=self.device, is_main=self.is_main)
         with guard:

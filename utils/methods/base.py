@@ -47,6 +47,11 @@ class Method:
         with one detached term per ``term_names``."""
         raise NotImplementedError
 
+    def original_attack_views(self, clean: torch.Tensor, target: torch.Tensor, x_adv: torch.Tensor) -> torch.Tensor:
+        """The views whose loss the original code's PGD attack maximises (``--attack-style original``), given
+        the clean rows, the rows to perturb and their perturbed copy; by default the training views."""
+        return torch.cat([clean, x_adv])
+
     def embed(self, net, views: torch.Tensor) -> torch.Tensor:
         """(V*b, 3, H, W) view-major views -> (V*b, z_dim) embeddings through ``net``."""
         if not self.per_view_forward:

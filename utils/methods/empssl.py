@@ -14,7 +14,7 @@ class EMPSSL(Method):
     clean_views = 0  # the adversary perturbs all n views jointly
     scripts = {
         "standard": ("main_empssl", {"epochs": 30, "batch_size": 100, "num_views": 16}),
-        "pgd": ("main_empssl_adv", {"epochs": 30, "batch_size": 100, "num_views": 16}),
+        "pgd": ("main_empssl_adv", {"epochs": 30, "batch_size": 100, "num_views": 16, "attack_style": "original"}),
         "free": ("main_empssl_free_adv", {"epochs": 10, "batch_size": 100, "num_views": 16}),
     }
     paper = (

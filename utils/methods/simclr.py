@@ -1,5 +1,7 @@
 """SimCLR (Chen et al., 2020): two views, NT-Xent. Each view is its own forward pass, as in the original code
 and solo-learn, so BatchNorm normalises the clean and the perturbed view each with its own statistics."""
+import torch
+
 from losses import nt_xent
 
 from ..cli import positive_float
@@ -15,7 +17,7 @@ class SimCLR(Method):
     clean_views = 1  # view 1 stays clean, the adversary perturbs view 2
     scripts = {
         "standard": ("main_simclr", {"epochs": 500, "batch_size": 512}),
-        "pgd": ("main_simclr_adv", {"epochs": 500, "batch_size": 512}),
+        "pgd": ("main_simclr_adv", {"epochs": 500, "batch_size": 512, "attack_style": "original"}),
         "free": ("main_simclr_free_adv", {"epochs": 167, "batch_size": 512}),
     }
     paper = (
@@ -27,6 +29,12 @@ class SimCLR(Method):
     @classmethod
     def add_flags(cls, group):
         group.add_argument("--temperature", type=positive_float, default=0.07)
+
+    def original_attack_views(self, clean, target, x_adv):
+        """The original code's attack: NT-Xent between view 2 and its own perturbed copy (view 1 plays no part)."""
+        if len(clean) == 0:  # --clean-views 0: no clean view 1 to train against; both views are perturbed
+            return x_adv
+        return torch.cat([target, x_adv])
 
     def loss(self, z):
         return nt_xent(z[0], z[1], self.cfg["temperature"]), []

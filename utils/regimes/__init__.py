@@ -1,7 +1,7 @@
 """The registry of training regimes. Adding one: a ``Regime`` subclass in its own file, and one
 ``REGIMES.register(...)`` line below (or the same call from your own code)."""
 from ..registry import Registry
-from .base import Regime, add_radius_flags
+from .base import Adversarial, Regime, add_radius_flags
 from .free import Free
 from .pgd import PGD
 from .standard import Standard
@@ -11,4 +11,4 @@ REGIMES.register(Standard)
 REGIMES.register(PGD)
 REGIMES.register(Free)
 
-__all__ = ["REGIMES", "Regime", "add_radius_flags"]
+__all__ = ["REGIMES", "Adversarial", "Regime", "add_radius_flags"]

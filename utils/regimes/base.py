@@ -4,12 +4,20 @@ file plus one line in ``utils/regimes/__init__.py`` (or a ``register`` call).
 A regime turns one minibatch's views into optimizer steps through the learner (the trainer), which offers:
   learner.loss(views, net=None) -> (loss, terms)   the method's objective on (V*b, 3, H, W) view-major views;
                                                   ``net=learner.attack_net`` for an attack's forward passes
-  learner.update(loss)                           one optimizer step (schedule, zero_grad, backward, step)
+  learner.update(loss, zero_grad=True)           one optimizer step (schedule, zero_grad, backward, step);
+                                                  ``zero_grad=False`` adds to gradients already there
+  learner.zero_grad()                            clears the parameters' gradients
   learner.model, learner.attack_net              the bare encoder, and what attacks run (never DDP-wrapped)
+  learner.net                                    what training steps run (DDP-wrapped across processes)
+  learner.method                                 the method object (``utils.methods``)
   learner.clean_rows                             how many leading rows of ``views`` an adversary leaves clean
   learner.perturbed_shape, learner.device        the shape of the rows it perturbs, and their device
 """
-from ..cli import radius
+import torch
+
+from attacks import frozen_bn_stats
+
+from ..cli import nonneg_float, nonneg_int, radius
 
 
 class Regime:
@@ -28,6 +36,11 @@ class Regime:
     def label(cls, cfg: dict) -> str:
         """Short text for tables, e.g. '5-step PGD'."""
         return cls.name
+
+    @classmethod
+    def terms(cls, cfg: dict) -> tuple:
+        """Names of the regime's own logged terms, which ``step`` appends after the method's."""
+        return ()
 
     @classmethod
     def steps_per_batch(cls, cfg: dict) -> int:
@@ -54,6 +67,49 @@ class Regime:
 
     def load_state_dict(self, state: dict) -> None:
         pass
+
+
+class Adversarial(Regime):
+    """What the adversarial regimes share: the radius and step, the views left clean, an optional clean branch
+    in the loss, and the attack-gain diagnostic."""
+
+    @classmethod
+    def add_flags(cls, group):
+        add_radius_flags(group)
+        group.add_argument("--clean-views", type=nonneg_int, default=None,
+                           help="leading views of each image the adversary leaves clean (default: the method's; "
+                                "SimCLR 1, EMP-SSL 0)")
+        group.add_argument("--clean-weight", type=nonneg_float, default=0.0,
+                           help="add this weight times the loss on the unperturbed views, forwarded on their own "
+                                "(a clean branch, as ACL's dual stream; one more forward and backward per step)")
+        group.add_argument("--attack-gain", action="store_true",
+                           help="log attack_gain: the loss at the perturbed views minus the loss at the clean ones "
+                                "(one more forward per step without --clean-weight)")
+
+    @classmethod
+    def terms(cls, cfg):
+        return ("attack_gain",) if cfg["attack_gain"] else ()
+
+    @classmethod
+    def clean_passes(cls, cfg) -> int:
+        return 1 if cfg["clean_weight"] else 0
+
+    def objective(self, views, perturbed):
+        """(V*b, 3, H, W) clean views and the same views with the adversary's rows perturbed -> (loss, terms):
+        the method's loss on ``perturbed``, plus the clean branch's when asked, and the attack's gain."""
+        learner, weight, gain = self.learner, self.cfg["clean_weight"], self.cfg["attack_gain"]
+        clean_loss = None
+        if gain and not weight:  # before the training forward: restoring the statistics after it breaks its graph
+            with torch.no_grad(), frozen_bn_stats(learner.model):
+                clean_loss = learner.loss(views, learner.attack_net)[0]
+        adv_loss, terms = learner.loss(perturbed)
+        loss = adv_loss
+        if weight:
+            clean_loss = learner.loss(views)[0]
+            loss = adv_loss + weight * clean_loss
+        if gain:
+            terms = [*terms, (adv_loss - clean_loss).detach().float()]
+        return loss, terms
 
 
 def add_radius_flags(group) -> None:

@@ -3,10 +3,10 @@ import torch
 from attacks import FreeAdversary
 
 from ..cli import positive_int
-from .base import Regime, add_radius_flags
+from .base import Adversarial
 
 
-class Free(Regime):
+class Free(Adversarial):
     """Free adversarial training (Shafahi et al., 2019): each minibatch replayed m times; every replay's one
     backward gives the parameters' and the persistent perturbation's gradients together."""
 
@@ -18,7 +18,7 @@ class Free(Regime):
 
     @classmethod
     def add_flags(cls, group):
-        add_radius_flags(group)
+        super().add_flags(group)
         group.add_argument("--replays", type=positive_int, default=3, help="replays m of each minibatch")
 
     @classmethod
@@ -31,12 +31,12 @@ class Free(Regime):
 
     @classmethod
     def passes_per_batch(cls, cfg):
-        return cfg["replays"]
+        return cfg["replays"] * (1 + cls.clean_passes(cfg))
 
     def step(self, views):
         clean, target = self.split(views)
         for _ in range(self.cfg["replays"]):
-            loss, terms = self.learner.loss(torch.cat([clean, self.adversary.perturb(target)]))
+            loss, terms = self.objective(views, torch.cat([clean, self.adversary.perturb(target)]))
             self.learner.update(loss)
             self.adversary.step(target)
         return loss, terms

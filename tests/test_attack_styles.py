@@ -1,0 +1,167 @@
+"""The PGD regime's two attack styles against transcriptions of their steps written here, and the adversarial
+regimes' ablation flags (eval-mode BatchNorm attack, views left clean, a clean branch, the attack-gain term)."""
+import copy
+import json
+
+import pytest
+import torch
+
+from conftest import TINY
+from attacks import eval_bn, pgd_linf
+from losses import empssl_loss, nt_xent
+from utils.errors import UsageError
+from utils.optim import LARS
+from utils.train import Trainer, parse_config
+
+EPS, ALPHA, STEPS, B = 8 / 255, 0.01, 3, 16
+
+
+def make_trainer(tmp_path, tiny_data, method, regime, *extra):
+    argv = ["--data-dir", str(tiny_data), "--subset", "32", "--out-dir", str(tmp_path), *TINY, "--knn-every", "0",
+            *extra]
+    if method == "empssl":
+        argv += ["--num-views", "3"]
+    cfg, given, _ = parse_config(method, regime, {}, argv)
+    return Trainer(cfg, given)
+
+
+def objective(method, model, views):
+    """The training loss written out: SimCLR forwards each view on its own, EMP-SSL all views at once."""
+    if method == "simclr":
+        return nt_xent(model(views[:B]), model(views[B:]), 0.07)
+    return empssl_loss(model(views).view(3, B, -1), 200.0, 1.0, 0.2)[0]
+
+
+def ascend(delta, x):
+    with torch.no_grad():
+        delta.data = (delta + ALPHA * delta.grad.sign()).clamp(-EPS, EPS)
+        delta.data = (x + delta.data).clamp(0, 1) - x
+    delta.grad.zero_()
+
+
+def original_step(method, model, views):
+    """The original code's main_{empssl,simclr}_adv.py step: gradients zeroed once, every attack step's
+    ``backward()`` on the model in train mode (statistics moving), then the training step's, one LARS step."""
+    opt = LARS(model.parameters(), 0.3, 0.9, 1e-4, 0.005)
+    opt.zero_grad()
+    x1, x = (views[:B], views[B:]) if method == "simclr" else (views[:0], views)
+    delta = torch.zeros_like(x, requires_grad=True)
+    for _ in range(STEPS):
+        if method == "simclr":
+            z, z_adv = model(x), model(x + delta)  # view 2 against its own perturbed copy
+            loss = nt_xent(z, z_adv, 0.07)
+        else:
+            loss = objective(method, model, x + delta)
+        loss.backward()
+        ascend(delta, x)
+    objective(method, model, torch.cat([x1, x + delta])).backward()
+    opt.step()
+
+
+def isolated_step(method, model, views):
+    """Textbook PGD-AT: the attack on a copy (its gradients and statistics thrown away) maximises the training
+    loss; then one clean gradient of the training loss at the perturbed views and one LARS step."""
+    opt = LARS(model.parameters(), 0.3, 0.9, 1e-4, 0.005)
+    attacker = copy.deepcopy(model)
+    x1, x = (views[:B], views[B:]) if method == "simclr" else (views[:0], views)
+    delta = torch.zeros_like(x, requires_grad=True)
+    for _ in range(STEPS):
+        objective(method, attacker, torch.cat([x1, x + delta])).backward()
+        ascend(delta, x)
+    opt.zero_grad()
+    objective(method, model, torch.cat([x1, x + delta]).detach()).backward()
+    opt.step()
+
+
+def assert_states_close(a, b):
+    for key in a:
+        torch.testing.assert_close(a[key].float(), b[key].float(), rtol=1e-4, atol=1e-5, msg=key)
+
+
+@pytest.mark.parametrize("method", ["empssl", "simclr"])
+@pytest.mark.parametrize("style", ["original", "isolated"])
+def test_one_pgd_step_equals_its_transcription(tmp_path, tiny_data, method, style):
+    t = make_trainer(tmp_path, tiny_data, method, "pgd", "--pgd-steps", str(STEPS), "--attack-style", style)
+    views = t.augment(t.images[:B])
+    reference = copy.deepcopy(t.model)
+    other = copy.deepcopy(t.model)
+    t.regime.step(views)
+    (original_step if style == "original" else isolated_step)(method, reference, views)
+    (isolated_step if style == "original" else original_step)(method, other, views)
+    # Parameters and BatchNorm buffers (running statistics, batch counters) after the LARS step.
+    assert_states_close(t.model.state_dict(), reference.state_dict())
+    moved = [k for k in reference.state_dict() if not torch.allclose(reference.state_dict()[k].float(),
+                                                                      other.state_dict()[k].float())]
+    assert any("running_mean" in k for k in moved) and any(k.endswith("weight") for k in moved)
+
+
+def test_the_seed_scripts_default_to_the_original_style_and_generic_runs_to_isolated():
+    assert parse_config("empssl", "pgd", None, [])[0]["attack_style"] == "original"
+    assert parse_config("simclr", "pgd", None, [])[0]["attack_style"] == "original"
+    assert parse_config("empssl", "pgd", {}, [])[0]["attack_style"] == "isolated"
+
+
+def test_accumulating_pgd_adds_every_steps_parameter_gradient():
+    """loss(x) = sum(w * x): each step's gradient with respect to w is its iterate, so w.grad is their sum."""
+    w = torch.nn.Parameter(torch.randn(4, 3))
+    x = torch.rand(4, 3)
+    iterates = []
+
+    def loss_fn(x_adv):
+        iterates.append(x_adv.detach().clone())
+        return (w * x_adv).sum()
+
+    out = pgd_linf(loss_fn, x, EPS, ALPHA, 3, random_start=False, accumulate=True)
+    torch.testing.assert_close(w.grad, sum(iterates))
+    torch.testing.assert_close(iterates[1], (x + ALPHA * w.sign()).clamp(0, 1))
+    w.grad = None
+    assert torch.equal(pgd_linf(loss_fn, x, EPS, ALPHA, 3, random_start=False), out) and w.grad is None
+
+
+def test_an_eval_mode_batchnorm_attack_is_the_attack_on_the_eval_model(tmp_path, tiny_data):
+    t = make_trainer(tmp_path, tiny_data, "empssl", "pgd", "--pgd-steps", str(STEPS), "--attack-bn", "eval")
+    t.train_step(t.images[:B])  # running statistics away from their initial values
+    views = t.augment(t.images[B:2 * B])
+    buffers = {k: v.clone() for k, v in t.model.state_dict().items()}
+    adv = t.regime.craft(views[:0], views)
+    frozen = copy.deepcopy(t.model).eval()
+    expected = pgd_linf(lambda x: objective("empssl", frozen, x), views, EPS, ALPHA, STEPS, random_start=False)
+    torch.testing.assert_close(adv, expected)
+    assert all(torch.equal(buffers[k], v) for k, v in t.model.state_dict().items())
+    assert all(m.training for m in t.model.modules())
+    with eval_bn(t.model):
+        assert not t.model.backbone.bn1.training and t.model.backbone.conv1.training
+
+
+def test_clean_views_stay_unperturbed_and_leave_one_to_perturb(tmp_path, tiny_data):
+    t = make_trainer(tmp_path, tiny_data, "empssl", "pgd", "--pgd-steps", "2", "--clean-views", "1")
+    views = t.augment(t.images[:B])
+    clean, target = t.regime.split(views)
+    assert torch.equal(clean, views[:B]) and target.shape[0] == 2 * B
+    assert (t.regime.craft(clean, target) - target).abs().amax() > 0
+    with pytest.raises(UsageError, match="--clean-views 3 leaves no view"):
+        make_trainer(tmp_path / "b", tiny_data, "empssl", "pgd", "--clean-views", "3")
+
+
+@pytest.mark.parametrize("regime", ["pgd", "free"])
+def test_the_clean_branch_and_the_attack_gain_are_the_losses_written_out(tmp_path, tiny_data, regime):
+    extra = ["--pgd-steps", "2"] if regime == "pgd" else ["--replays", "1"]
+    t = make_trainer(tmp_path, tiny_data, "simclr", regime, *extra, "--clean-weight", "0.5", "--attack-gain")
+    views = t.augment(t.images[:B])
+    noisy = (views[B:] + 0.02).clamp(0, 1)
+    model = copy.deepcopy(t.model)
+    loss, terms = t.regime.objective(views, torch.cat([views[:B], noisy]))
+    adv, clean = objective("simclr", model, torch.cat([views[:B], noisy])), objective("simclr", model, views)
+    torch.testing.assert_close(loss, adv + 0.5 * clean)
+    torch.testing.assert_close(terms[-1], (adv - clean).detach())
+    assert t.term_names() == ("loss", "attack_gain")
+
+
+def test_a_pgd_run_logs_a_positive_attack_gain_and_resumes(tmp_path, tiny_data):
+    argv = ["--pgd-steps", "2", "--attack-gain", "--clean-views", "1"]
+    t = make_trainer(tmp_path / "run", tiny_data, "empssl", "pgd", *argv)
+    t.run()
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2] and all(r["attack_gain"] > 0 for r in rows)
+    again = make_trainer(tmp_path / "run", tiny_data, "empssl", "pgd", *argv, "--resume", "auto")
+    assert again.epoch == 2 and again.cfg["clean_views"] == 1 and again.term_names()[-1] == "attack_gain"
