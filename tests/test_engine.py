@@ -114,6 +114,20 @@ def test_simclr_loss_is_that_of_two_forwards_with_per_view_batchnorm(tmp_path, t
     assert not torch.allclose(nt_xent(joint[:16], joint[16:], 0.07), loss)
 
 
+@pytest.mark.parametrize("method,flag", [("empssl", "--per-view-forward"), ("simclr", "--no-per-view-forward")])
+def test_the_forward_flag_decides_which_views_share_batch_statistics(tmp_path, tiny_data, method, flag):
+    views = ["--num-views", "2"] if method == "empssl" else []
+    cfg, given, _ = parse_config(method, "standard", {}, ["--data-dir", str(tiny_data), "--subset", "32",
+                                                          "--out-dir", str(tmp_path), *map(str, TINY), *views, flag])
+    t = Trainer(cfg, given)
+    x = t.augment(t.images[:16])
+    with torch.no_grad():
+        z = t.method.embed(t.model, x)
+        per_view, joint = torch.cat([t.model(x[:16]), t.model(x[16:])]), t.model(x)
+    torch.testing.assert_close(z, per_view if flag == "--per-view-forward" else joint)
+    assert not torch.allclose(per_view, joint)
+
+
 def test_bf16_step_on_cpu_feeds_the_stem_float32(tmp_path, tiny_data):
     cfg, given, _ = parse_config("empssl", "free", {}, ["--data-dir", str(tiny_data), "--subset", "32", "--out-dir",
                                                         str(tmp_path), *map(str, TINY), "--num-views", "2",

@@ -92,6 +92,8 @@ def _view_flags(g, method_cls, defaults):
     if method_cls.views is None:
         g.add_argument("--num-views", type=positive_int, default=defaults.get("num_views", method_cls.default_views),
                        help="views per image")
+    g.add_argument("--per-view-forward", action=BoolFlag, default=method_cls.per_view_forward,
+                   help="forward each view on its own (BatchNorm statistics per view) rather than all views at once")
     g.add_argument("--preset", choices=sorted(PRESETS), default=defaults.get("preset", "crop"),
                    help="crop: scale (0.08, 1), ratio (3/4, 4/3); patch: fixed 16x16 patches")
     g.add_argument("--scale-min", type=positive_float, default=None, help="override the preset's crop scale")

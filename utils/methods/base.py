@@ -15,7 +15,7 @@ class Method:
       augment         ``MultiViewAugment`` settings that differ from its defaults (jitter, blur_p, solarize_p)
       term_names      names of the extra loss terms that ``loss`` returns, logged with the loss
       per_view_forward  True: each view is its own forward pass, so BatchNorm normalises every view with its
-                      own batch statistics; False: all views in one forward
+                      own batch statistics; False: all views in one forward (``--per-view-forward`` overrides)
       clean_views     leading views an adversary leaves clean (SimCLR's view 1); the rest are perturbed
       scripts         regime -> (entry script, the seed's defaults for it)
       paper           the seed's table rows: (preset, regime, clean, PGD 4/255, PGD 8/255, minutes)
@@ -54,7 +54,7 @@ class Method:
 
     def embed(self, net, views: torch.Tensor) -> torch.Tensor:
         """(V*b, 3, H, W) view-major views -> (V*b, z_dim) embeddings through ``net``."""
-        if not self.per_view_forward:
+        if not self.cfg.get("per_view_forward", self.per_view_forward):
             return net(views)
         return torch.cat([net(v) for v in views.chunk(self.num_views)])
 
