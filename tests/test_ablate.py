@@ -1,0 +1,48 @@
+"""The ablation plan: every entry's flags are accepted by its script, and the table reads each stage's files."""
+import json
+
+import pytest
+
+from utils.ablate import ABLATIONS, ablate, build_parser, evaluations, table, train_argv
+from utils.errors import UsageError
+from utils.evaluate import parse_args
+from utils.train import parse_config
+
+
+def test_every_entry_parses_as_its_scripts_flags_with_the_small_scale_and_the_gain_term(tmp_path):
+    args = build_parser().parse_args(["--out", str(tmp_path), "--data-dir", str(tmp_path)])
+    for ab in ABLATIONS:
+        cfg = parse_config(ab.method, ab.regime, None, train_argv(ab, args))[0]
+        assert cfg["width"] == 8 and cfg["subset"] == 2000 and cfg["out_dir"].endswith(f"{ab.name}/train")
+        assert cfg.get("attack_gain", False) == (ab.regime != "standard")
+        for name, argv in evaluations(ab, args).items():
+            assert parse_args(ab.method, argv).subset_test == 1000
+        assert ("aa" in evaluations(ab, args)) == ab.aa
+    assert len({ab.name for ab in ABLATIONS}) == len(ABLATIONS)
+    epochs = {ab.name: parse_config(ab.method, ab.regime, None, train_argv(ab, args))[0]["epochs"] for ab in ABLATIONS}
+    assert (epochs["pgd-isolated"], epochs["free"], epochs["simclr-pgd-isolated"]) == (3, 1, 50)
+
+
+def fake_result(folder, **values):
+    folder.mkdir(parents=True)
+    (folder / "eval-slf-pre-v1-last.json").write_text(json.dumps(values))
+
+
+def test_the_table_puts_each_stage_in_its_column_and_skips_entries_not_run(tmp_path):
+    run = tmp_path / "free"
+    (run / "train").mkdir(parents=True)
+    rows = [{"epoch": 1, "attack_gain": 0.5, "knn": 20.0, "train_seconds": 60}, {"epoch": 2, "attack_gain": 0.25,
+                                                                                "knn": 30.0, "train_seconds": 120}]
+    (run / "train" / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    fake_result(run / "pgd", clean=40.0, pgd={"1/255": 30.0, "4/255": 12.0}, train_seconds=180)
+    fake_result(run / "noise", clean=40.0, pgd={"8/255": 39.0})
+    args = build_parser().parse_args(["--out", str(tmp_path)])
+    text = table(args, ABLATIONS)
+    line = next(l for l in text.splitlines() if l.startswith("| free |"))
+    assert line.split(" | ")[2:] == ["0.500", "0.250", "30.0", "40.0", "39.0", "30.0", "12.0", "-", "3.0 |"]
+    assert len(text.splitlines()) == 3  # header, rule, the one entry that ran
+
+
+def test_an_unknown_entry_is_refused_in_one_line(tmp_path):
+    with pytest.raises(UsageError, match="unknown ablation nope"):
+        ablate(["--out", str(tmp_path), "--only", "nope", "--table"])
