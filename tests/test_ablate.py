@@ -46,3 +46,34 @@ def test_the_table_puts_each_stage_in_its_column_and_skips_entries_not_run(tmp_p
 def test_an_unknown_entry_is_refused_in_one_line(tmp_path):
     with pytest.raises(UsageError, match="unknown ablation nope"):
         ablate(["--out", str(tmp_path), "--only", "nope", "--table"])
+
+
+def test_recalibration_sets_the_statistics_to_the_clean_batches_and_writes_a_new_file(tmp_path, tiny_data):
+    import torch
+
+    from conftest import TINY
+    from models import build_encoder
+    from utils.checkpoint import load_checkpoint
+    from utils.recalibrate import recalibrate, recalibrate_bn
+    from utils.train import Trainer
+
+    model = build_encoder("simclr", width=4, hidden_dim=8)
+    batches = [torch.rand(6, 3, 32, 32), torch.rand(10, 3, 32, 32)]
+    with torch.no_grad():
+        model.backbone.bn1.running_mean.fill_(5.0)
+        recalibrate_bn(model.eval(), batches)
+        batch_means = torch.stack([model.backbone.conv1(b).mean((0, 2, 3)) for b in batches])
+    # every batch weighs the same, whatever its size
+    torch.testing.assert_close(model.backbone.bn1.running_mean, batch_means.mean(0), rtol=1e-4, atol=1e-6)
+    assert not model.training and model.backbone.bn1.momentum == 0.1
+
+    cfg, given, _ = parse_config("empssl", "standard", {}, ["--data-dir", str(tiny_data), "--subset", "32", "--num-views",
+                                                            "2", "--out-dir", str(tmp_path / "run"), *TINY])
+    Trainer(cfg, given).run()
+    recalibrate([str(tmp_path / "run"), "--out", str(tmp_path / "recal.pt"), "--images", "32"])
+    before, after = load_checkpoint(tmp_path / "run" / "last.pt"), load_checkpoint(tmp_path / "recal.pt")
+    changed = {k for k in before["model"] if not torch.equal(before["model"][k], after["model"][k])}
+    assert changed and all("running" in k or "num_batches" in k for k in changed)
+    assert after["config"] == before["config"]
+    with pytest.raises(UsageError, match="exists"):
+        recalibrate([str(tmp_path / "run"), "--out", str(tmp_path / "recal.pt")])
