@@ -10,9 +10,8 @@ from pyautoattack import AutoAttack
 from torch import nn
 
 from attacks import autoattack_cascade, pgd_linf, trades_adversary, trades_loss
-from augment import MultiViewAugment
 from conftest import TINY, run_script
-from models import build_encoder
+from utils.blocks import augment_for, encoder_for
 from utils.errors import UsageError
 from utils.evaluate import evaluate, load_encoder, parse_args, robust_accuracy
 from utils.finetune import Classifier, crop_flip, crop_flip_params, fit_aff, fit_alf, fit_slf
@@ -40,7 +39,7 @@ def protocol_args(protocol="slf", *flags):
 def tiny_classifier(x, feature_kind="pre", classes=8, augment=None, views=None):
     """A width-8 encoder whose BatchNorm statistics are those of ``x`` (as a trained encoder's would be)."""
     torch.manual_seed(0)
-    enc = build_encoder("empssl", width=8, hidden_dim=32)
+    enc = encoder_for("empssl", width=8, hidden_dim=32)
     with torch.no_grad():
         enc.train()(x.float() / 255)
     enc.eval().requires_grad_(False)
@@ -209,7 +208,7 @@ def test_our_pgd_equals_torchattacks_on_encoder_and_head(fitted):
 
 
 def test_test_views_classifier_is_one_function_of_the_image_in_any_batch():
-    augment = MultiViewAugment(4, "empssl", "crop")
+    augment = augment_for(4, "empssl", "crop")
     views = augment.sample_params(1, "cpu", generator=torch.Generator().manual_seed(0))
     x = torch.rand(6, 3, 32, 32)
     model = tiny_classifier((x * 255).to(torch.uint8), augment=augment, views=views)
@@ -304,7 +303,7 @@ def test_evaluation_of_each_scripts_checkpoint(tmp_path, tiny_data, method, regi
 
 
 def test_original_code_state_dict_with_module_prefix_loads(tmp_path):
-    enc = build_encoder("empssl", width=8, hidden_dim=32)
+    enc = encoder_for("empssl", width=8, hidden_dim=32)
     torch.save({f"module.{k}": v for k, v in enc.state_dict().items()}, tmp_path / "orig.pt")
     loaded, meta = load_encoder(tmp_path / "orig.pt", "empssl")
     assert meta["config"]["width"] == 8 and meta["config"]["hidden_dim"] == 32
@@ -315,7 +314,7 @@ def test_original_code_state_dict_with_module_prefix_loads(tmp_path):
 
 
 def test_evaluations_with_different_protocols_leave_their_own_files(tmp_path, tiny_data):
-    torch.save(build_encoder("simclr", width=8, hidden_dim=32).state_dict(), tmp_path / "orig.pt")
+    torch.save(encoder_for("simclr", width=8, hidden_dim=32).state_dict(), tmp_path / "orig.pt")
     common = ["--checkpoint", tmp_path / "orig.pt", "--data-dir", tiny_data, "--device", "cpu", "--subset-train", 20,
               "--subset-test", 10, "--finetune-epochs", 1, "--pgd-steps", 1, "--train-steps", 1, "--eps", "8/255"]
     first = evaluate("simclr", [*map(str, common), "--protocol", "slf"])
@@ -331,14 +330,14 @@ def test_evaluations_with_different_protocols_leave_their_own_files(tmp_path, ti
     again = evaluate("simclr", [*map(str, common), "--protocol", "slf", "--batch-size", "7"])  # the same evaluation
     assert again["clean"] == first["clean"]
     kept = (tmp_path / "eval-slf-pre-v1-orig.json").read_bytes()
-    torch.save(build_encoder("simclr", width=8, hidden_dim=32).state_dict(), tmp_path / "orig.pt")  # trained on
+    torch.save(encoder_for("simclr", width=8, hidden_dim=32).state_dict(), tmp_path / "orig.pt")  # trained on
     with pytest.raises(UsageError, match="holds another evaluation"):  # same flags, another checkpoint state
         evaluate("simclr", [*map(str, common), "--protocol", "slf"])
     assert (tmp_path / "eval-slf-pre-v1-orig.json").read_bytes() == kept
 
 
 def test_test_views_are_offered_to_every_method(tmp_path, tiny_data):
-    torch.save(build_encoder("simclr", width=8, hidden_dim=32).state_dict(), tmp_path / "orig.pt")
+    torch.save(encoder_for("simclr", width=8, hidden_dim=32).state_dict(), tmp_path / "orig.pt")
     result = evaluate("simclr", ["--checkpoint", str(tmp_path / "orig.pt"), "--data-dir", str(tiny_data), "--device",
                                  "cpu", "--subset-train", "20", "--subset-test", "10", "--finetune-epochs", "1",
                                  "--pgd-steps", "1", "--eps", "8/255", "--test-views", "3", "--no-train-augment"])

@@ -21,9 +21,9 @@ from torch import nn
 from tqdm import tqdm
 
 from attacks import autoattack_cascade, pgd_linf
-from augment import MultiViewAugment
-from models import ARCHS, build_encoder
+from models import ARCHS
 
+from .blocks import augment_for, encoder_for
 from .checkpoint import clean_state_dict, load_checkpoint, save_checkpoint
 from .cli import (Parser, default_data_dir, eps_label, nonneg_int, nonneg_float, note_batch_size, positive_float,
                   positive_int, radius, run_main)
@@ -138,7 +138,7 @@ def load_encoder(path, method: str):
     cfg = ckpt["config"]
     if cfg["arch"] not in ARCHS:
         raise UsageError(f"{path} uses architecture {cfg['arch']!r}, which this project does not build")
-    encoder = build_encoder(method, cfg["arch"], cfg["width"], cfg["hidden_dim"])
+    encoder = encoder_for(method, cfg["arch"], cfg["width"], cfg["hidden_dim"])
     try:
         encoder.load_state_dict(state)
     except RuntimeError as e:
@@ -195,7 +195,7 @@ def build_classifier(encoder, args, cfg, num_classes, device) -> Classifier:
     if args.test_views > 1:
         scale = (cfg["scale_min"], cfg["scale_max"]) if cfg.get("scale_min") is not None else None
         ratio = (cfg["ratio_min"], cfg["ratio_max"]) if cfg.get("ratio_min") is not None else None
-        augment = MultiViewAugment(args.test_views, cfg["method"], cfg.get("preset", "crop"), scale=scale, ratio=ratio)
+        augment = augment_for(args.test_views, cfg["method"], cfg.get("preset", "crop"), scale=scale, ratio=ratio)
         views = augment.sample_params(1, "cpu", generator=torch.Generator().manual_seed(args.seed)).to(device)
     head = nn.Linear(encoder.feature_dim(args.features), num_classes)
     return Classifier(encoder, head, args.features, augment, views).to(device).eval()

@@ -14,10 +14,11 @@ from pathlib import Path
 
 import torch
 
-from augment import PRESETS, MultiViewAugment
-from models import ARCHS, build_encoder
+from augment import PRESETS
+from models import ARCHS
 
 from . import distributed as dist
+from .blocks import augment_for, encoder_for
 from .checkpoint import clean_state_dict, load_checkpoint, save_checkpoint
 from .cli import (BoolFlag, Parser, default_data_dir, nonneg_float, nonneg_int, note_batch_size, positive_float,
                   positive_int, run_main)
@@ -261,7 +262,7 @@ class Trainer:
         self.log_every = cfg["log_every"] or (50 if cuda else 1)
         torch.manual_seed(cfg["seed"])
         self.method = METHODS.lookup(cfg["method"])(cfg)
-        self.model = build_encoder(cfg["method"], cfg["arch"], cfg["width"], cfg["hidden_dim"]).to(self.device)
+        self.model = encoder_for(cfg["method"], cfg["arch"], cfg["width"], cfg["hidden_dim"]).to(self.device)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.optimizer = LARS(self.model.parameters(), cfg["lr"], cfg["momentum"], cfg["weight_decay"], cfg["lars_eta"])
@@ -274,7 +275,7 @@ class Trainer:
         cfg = self.cfg
         scale = (cfg["scale_min"], cfg["scale_max"]) if cfg["scale_min"] is not None else None
         ratio = (cfg["ratio_min"], cfg["ratio_max"]) if cfg["ratio_min"] is not None else None
-        self.augment = MultiViewAugment(cfg["num_views"], cfg["method"], cfg["preset"], scale=scale, ratio=ratio)
+        self.augment = augment_for(cfg["num_views"], cfg["method"], cfg["preset"], scale=scale, ratio=ratio)
         self.clean_rows = self.method.clean_views * self.local_batch
         self.perturbed_shape = (cfg["num_views"] * self.local_batch - self.clean_rows, 3, 32, 32)
         regime = REGIMES.lookup(cfg["regime"])
