@@ -9,6 +9,7 @@ robust only when it is classified correctly both clean and under attack. Each ev
 as the ``.pt`` of the same name.
 """
 import hashlib
+import itertools
 import json
 import sys
 import time
@@ -24,14 +25,14 @@ from attacks import autoattack_cascade, pgd_linf
 from models import ARCHS
 
 from .blocks import augment_for, encoder_for
-from .checkpoint import clean_state_dict, load_checkpoint, save_checkpoint
+from .checkpoint import checkpoint_file, clean_state_dict, load_checkpoint_and_digest, save_checkpoint
 from .cli import (Parser, default_data_dir, eps_label, nonneg_int, nonneg_float, note_batch_size, positive_float,
                   positive_int, radius, run_main)
 from .data import DATASETS, load_dataset, stratified_subset
 from .errors import UsageError
 from .finetune import PROTOCOLS, Classifier
 from .methods import METHODS
-from .run import make_dir, plain, resolve_device, write_json
+from .run import folder_lock, make_dir, plain, resolve_device, write_json
 
 SWEEP = [k / 255 for k in (0, 1, 2, 4, 8, 16)]
 
@@ -126,8 +127,9 @@ def _original_code_config(path, state, method):
 
 
 def load_encoder(path, method: str):
-    """(encoder in eval mode with frozen parameters, metadata) from a project or original-code checkpoint."""
-    ckpt = load_checkpoint(path)
+    """(encoder in eval mode with frozen parameters, metadata) from a project or original-code checkpoint; the
+    metadata's ``sha1`` is the digest of the bytes the encoder was loaded from."""
+    ckpt, sha1 = load_checkpoint_and_digest(path)
     state = clean_state_dict(ckpt["model"])
     if "method" in ckpt and ckpt["method"] != method:
         raise UsageError(f"{path} is a {ckpt['method']} checkpoint ({ckpt['config'].get('script', '?')}.py); "
@@ -144,7 +146,7 @@ def load_encoder(path, method: str):
     except RuntimeError as e:
         raise UsageError(f"{path} does not match a {method} {cfg['arch']} encoder: {str(e).splitlines()[0]}") from None
     encoder.eval().requires_grad_(False)
-    return encoder, {k: ckpt.get(k) for k in ("method", "regime", "config", "train_seconds", "epoch")}
+    return encoder, {**{k: ckpt.get(k) for k in ("method", "regime", "config", "train_seconds", "epoch")}, "sha1": sha1}
 
 
 def index_digest(index: torch.Tensor) -> str:
@@ -263,38 +265,31 @@ def fit_and_test(model: Classifier, data: Data, args, device) -> dict:
 
 def result_paths(args, out_dir: Path):
     """(JSON, fitted .pt): one pair per (protocol, features, views, checkpoint), so evaluations side by side
-    never overwrite each other."""
-    ckpt = Path(args.checkpoint)
-    stem = "last" if ckpt.is_dir() else ckpt.stem
-    name = f"eval-{args.protocol}-{args.features}-v{args.test_views}-{stem}"
+    never overwrite each other. A run directory is named by the file evaluated in it, ``last``."""
+    name = f"eval-{args.protocol}-{args.features}-v{args.test_views}-{checkpoint_file(args.checkpoint).stem}"
     return out_dir / f"{name}.json", out_dir / f"{name}.pt"
 
 
 # Settings that do not change what an evaluation measures: rerunning with other values is the same evaluation.
 # The checkpoint is compared by what it holds (``checkpoint_identity``), not by how its path was written.
-SAME_EVALUATION = ("out", "device", "batch_size", "download", "checkpoint")
+# --batch-size and --device are not among them: PGD's random starts and AutoAttack's seeding are drawn per
+# batch, on the device.
+SAME_EVALUATION = ("out", "download", "checkpoint")
 
 
 def checkpoint_identity(path, meta) -> dict:
-    """Which training state was evaluated: the file, its epoch and a digest of its bytes (a run's last.pt
-    changes as it trains on)."""
-    path = Path(path)
-    path = (path / "last.pt" if path.is_dir() else path).resolve()
-    digest = hashlib.sha1()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return {"file": str(path), "epoch": meta["epoch"], "sha1": digest.hexdigest()[:16]}
+    """Which training state was evaluated: the file, its epoch and the digest of the bytes the encoder was
+    loaded from (a run's last.pt changes as it trains on)."""
+    return {"file": str(checkpoint_file(path).resolve()), "epoch": meta["epoch"], "sha1": meta["sha1"][:16]}
 
 
-def refuse_to_replace_another_evaluation(json_path, args, identity):
-    """A result file is replaced only by a rerun of the same evaluation of the same checkpoint state."""
-    if not json_path.is_file():
-        return
+def another_evaluation(json_path, args, identity):
+    """Why the result file ``json_path`` holds another evaluation than this one, or None where it is absent,
+    unreadable (nothing worth keeping) or a rerun of this evaluation of the same checkpoint state."""
     try:
         earlier = json.loads(json_path.read_text())
     except (OSError, json.JSONDecodeError):
-        return  # unreadable: nothing worth keeping
+        return None
     now = json.loads(json.dumps(plain(vars(args))))
     settings = earlier.get("settings", {})
     changed = [(f"--{k.replace('_', '-')} was {settings.get(k)}") for k in now
@@ -302,8 +297,32 @@ def refuse_to_replace_another_evaluation(json_path, args, identity):
     if earlier.get("checkpoint_identity") != identity:
         changed.insert(0, f"it evaluated {earlier.get('checkpoint_identity', {}).get('file', 'another checkpoint')} "
                           f"at epoch {earlier.get('checkpoint_identity', {}).get('epoch')}")
-    if changed:
-        raise UsageError(f"{json_path} holds another evaluation ({changed[0]}); pass --out NEW_FOLDER to keep both")
+    return changed[0] if changed else None
+
+
+def refuse_to_replace_another_evaluation(json_path, args, identity):
+    """A result file is replaced only by a rerun of the same evaluation of the same checkpoint state."""
+    reason = another_evaluation(json_path, args, identity)
+    if reason:
+        raise UsageError(f"{json_path} holds another evaluation ({reason}); pass --out NEW_FOLDER to keep both")
+
+
+def save_result(result, model: Classifier, args, num_classes, json_path, identity):
+    """Writes the result and its fitted model; returns their paths. The name is checked again under the
+    folder's lock, since an evaluation started alongside may have taken it since this one began: then this
+    one takes the next free name (``NAME-2.json``, ...) rather than replace the other's pair."""
+    with folder_lock(json_path.parent):
+        path = json_path
+        for k in itertools.count(2):
+            if another_evaluation(path, args, identity) is None:
+                break
+            path = json_path.with_name(f"{json_path.stem}-{k}.json")
+        write_json(path, result, exclusive=not path.exists())
+        save_fitted(model, args, num_classes, path.with_suffix(".pt"))
+    if path != json_path:
+        print(f"note: {json_path.name} was written by another evaluation while this one ran; this one is "
+              f"{path.name}", file=sys.stderr)
+    return path, path.with_suffix(".pt")
 
 
 def save_fitted(model: Classifier, args, num_classes, path) -> None:
@@ -327,9 +346,8 @@ def evaluate(method: str, argv=None):
     if args.autoattack and num_classes < 10:  # checked before fine-tuning, not after it
         raise UsageError(f"--autoattack: standard AutoAttack targets the 9 classes after the true one, so it needs at "
                          f"least 10 classes; this data has {num_classes}")
-    ckpt_path = Path(args.checkpoint)
-    out_dir = make_dir(args.out or (ckpt_path if ckpt_path.is_dir() else ckpt_path.parent))
-    json_path, fitted_path = result_paths(args, out_dir)
+    ckpt_path = checkpoint_file(args.checkpoint)
+    json_path, _ = result_paths(args, make_dir(args.out or ckpt_path.parent))
     identity = checkpoint_identity(args.checkpoint, meta)
     refuse_to_replace_another_evaluation(json_path, args, identity)
     model = build_classifier(encoder.to(device), args, meta["config"], num_classes, device)
@@ -338,8 +356,7 @@ def evaluate(method: str, argv=None):
               "features": args.features, "test_views": args.test_views, **fit_and_test(model, data, args, device),
               "subsets": data.subsets, "train_seconds": meta["train_seconds"], "train_config": meta["config"],
               "seconds": round(time.monotonic() - started, 1), "settings": dict(vars(args))}
-    save_fitted(model, args, num_classes, fitted_path)
-    write_json(json_path, result)
+    json_path, fitted_path = save_result(result, model, args, num_classes, json_path, identity)
     _print_row(result, ckpt_path, json_path, fitted_path)
     return result
 

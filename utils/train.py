@@ -29,7 +29,7 @@ from .knn import KNNMonitor
 from .methods import METHODS
 from .optim import LARS, cosine_lr
 from .regimes import REGIMES
-from .run import append_jsonl, make_dir, new_run_dir, read_jsonl, resolve_device, write_json
+from .run import append_jsonl, make_dir, new_run_dir, read_jsonl, resolve_device, write_json, write_jsonl
 
 # Settings a resumed run may change: where and how it runs, not what it computes.
 RUN_LEVEL = ("device", "log_every", "out_dir", "checkpoint_minutes", "compile", "resume", "data_dir", "download",
@@ -444,9 +444,7 @@ def carry_metrics(source_dir, out_dir, epochs):
     target = Path(out_dir) / "metrics.jsonl"
     if target.exists() and source.resolve() != target.resolve():
         return
-    target.unlink(missing_ok=True)
-    for record in rows:
-        append_jsonl(target, record)
+    write_jsonl(target, rows)  # replaced whole: an interruption here leaves the old rows, not a part of them
 
 
 def train(method: str, regime: str, argv=None, defaults=None):
