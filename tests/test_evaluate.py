@@ -19,7 +19,7 @@ from utils.data import load_dataset, stratified_subset
 from utils.evaluate import build_classifier, evaluate, load_encoder, parse_args, robust_accuracy
 from utils.finetune import Classifier, crop_flip, crop_flip_params, fit_aff, fit_alf, fit_slf
 from utils.methods import METHODS
-from utils.report import model_name
+from utils.report import model_name, table
 
 SCRIPTS = {(name, regime): cls.scripts[regime][0] for name, cls in METHODS.items() for regime in cls.scripts}
 CPU = torch.device("cpu")
@@ -464,3 +464,41 @@ def test_checkpoint_identity_is_the_digest_of_the_bytes_evaluated(tmp_path, tiny
     monkeypatch.setattr(evaluate_module, "load_data", replaced_meanwhile)
     result = evaluate("simclr", quick_evaluation(checkpoint, tiny_data))
     assert result["checkpoint_identity"]["sha1"] == loaded != hashlib.sha1(checkpoint.read_bytes()).hexdigest()[:16]
+
+
+def test_trades_adversary_starts_inside_the_image_box():
+    x = torch.tensor([0.0, 1.0]).repeat(8, 3, 4, 1)  # pixels at both ends of [0, 1]
+    start = trades_adversary(nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 2, 3)), x, 8 / 255, 2 / 255, 0)
+    assert start.min() == 0 and start.max() == 1 and (start - x).abs().max() <= 0.01
+
+
+def test_heads_start_at_zero_and_cifar100_linear_protocols_use_the_benchmarks_rate():
+    x, _ = separable_data(8)
+    args = protocol_args("slf")
+    model = build_classifier(tiny_classifier(x).encoder, args, {"method": "empssl"}, 8, CPU)
+    assert torch.count_nonzero(model.head.weight) == torch.count_nonzero(model.head.bias) == 0
+    rates = {p: parse_args("empssl", ["--checkpoint", "x", "--protocol", p], data="cifar100").finetune_lr
+             for p in ("slf", "alf", "aff")}
+    assert rates == {"slf": 0.05, "alf": 0.05, "aff": 0.1} and protocol_args("slf").finetune_lr == 0.01
+    assert parse_args("empssl", ["--checkpoint", "x", "--finetune-lr", "0.2"], data="cifar100").finetune_lr == 0.2
+
+
+def fake_result(**settings):
+    base = vars(parse_args("empssl", ["--checkpoint", "runs/r/last.pt"]))
+    return {"method": "empssl", "regime": "free", "protocol": "slf", "features": "pre", "test_views": 1, "clean": 50.0,
+            "pgd": {"4/255": 20.0, "8/255": 5.0}, "n_test": 100, "checkpoint": "runs/r/last.pt",
+            "train_config": {"preset": "crop", "num_views": 16, "epochs": 10}, "settings": {**base, **settings}}
+
+
+def test_report_rows_of_evaluations_that_differ_only_in_settings_differ():
+    results = [fake_result(), fake_result(seed=1, subset_test=100), fake_result(random_start=False, pgd_step_size=1 / 255)]
+    rows = table(results).splitlines()[2:]
+    assert len(set(rows)) == 3
+    assert "| - |" in rows[0] and "| --subset-test 100, --seed 1 |" in rows[1]
+    assert "| --pgd-step-size 1/255, --no-random-start |" in rows[2]
+
+
+def test_a_run_directory_is_labelled_as_its_last_pt_in_the_report():
+    result = {**fake_result(checkpoint="runs/r"), "checkpoint": "runs/r",
+              "checkpoint_identity": {"file": "/abs/runs/r/last.pt", "epoch": 10, "sha1": "0" * 16}}
+    assert model_name(result) == model_name(fake_result()) and "[" not in model_name(result)

@@ -45,12 +45,15 @@ def test_attack_climbs_the_distance_it_maximises(encoder_and_images):
     assert distance(5) > 1.5 * distance(0)  # beyond what the random start alone gives
 
 
-def test_tool_writes_a_png_named_by_features_and_eps(checkpoint, capsys):
+def test_tool_writes_a_png_named_by_every_setting_and_another_setting_never_overwrites_it(checkpoint, capsys):
     out = tsne([str(checkpoint), "--n", "40", "--steps", "2", "--device", "cpu"])
-    assert out == checkpoint.parent / "tsne-pre-eps8-255-pgd2-n40-seed0.png"
+    assert out == checkpoint.parent / "tsne-cifar10-pre-eps8-255-pgd2-n40-lines100-seed0.png"
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000
     printed = capsys.readouterr().out
     assert "PGD-2 at eps 8/255" in printed and "(40 test images)" in printed
+    picture = out.read_bytes()
+    other = tsne([str(checkpoint), "--n", "40", "--steps", "2", "--device", "cpu", "--lines", "5"])
+    assert other.name == "tsne-cifar10-pre-eps8-255-pgd2-n40-lines5-seed0.png" and out.read_bytes() == picture
 
 
 def test_report_draws_it_too(checkpoint, tmp_path):

@@ -18,7 +18,6 @@ from typing import NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 from tqdm import tqdm
 
 from attacks import autoattack_cascade, pgd_linf
@@ -30,7 +29,7 @@ from .cli import (Parser, default_data_dir, eps_label, nonneg_int, nonneg_float,
                   positive_int, radius, run_main)
 from .data import DATASETS, load_dataset, stratified_subset
 from .errors import UsageError
-from .finetune import PROTOCOLS, Classifier
+from .finetune import PROTOCOLS, Classifier, linear_head
 from .methods import METHODS
 from .run import folder_lock, make_dir, plain, resolve_device, write_json
 
@@ -69,7 +68,7 @@ def _finetune_flags(g):
     g.add_argument("--features", choices=("pre", "backbone"), default="pre",
                    help="pre: the pre_feature output (hidden-dim); backbone: the pooled ResNet output (the benchmark's)")
     g.add_argument("--finetune-epochs", type=positive_int, default=25)
-    g.add_argument("--finetune-lr", type=positive_float, default=None, help="SGD learning rate (default: slf/alf 0.01, aff 0.1)")
+    g.add_argument("--finetune-lr", type=positive_float, default=None, help="SGD learning rate (default: slf/alf 0.01, on cifar100 0.05; aff 0.1)")
     g.add_argument("--finetune-batch-size", type=positive_int, default=None, help="(default: slf/alf 512, aff 128)")
     g.add_argument("--momentum", type=nonneg_float, default=0.9)
     g.add_argument("--weight-decay", type=nonneg_float, default=2e-4)
@@ -96,15 +95,25 @@ def _test_flags(g, method):
                    help="AutoAttack a stratified sample of N test images (default: all)")
 
 
-def parse_args(method: str, argv):
-    """Flags with the chosen protocol's defaults filled in."""
+def parse_args(method: str, argv, data=None):
+    """Flags with the chosen protocol's defaults filled in for ``data`` (default: --data, else cifar10)."""
     args = build_parser(method).parse_args(argv)
+    return fill_protocol_defaults(args, data or args.data or "cifar10")
+
+
+def fill_protocol_defaults(args, data: str):
+    """The protocol's benchmark settings where no flag gave them, the learning rate the benchmark's for ``data``."""
     protocol = PROTOCOLS[args.protocol]
-    for name, value in (("finetune_lr", protocol.lr), ("finetune_batch_size", protocol.batch_size),
+    for name, value in (("finetune_lr", protocol.lr_for(data)), ("finetune_batch_size", protocol.batch_size),
                         ("milestones", list(protocol.milestones))):
         if getattr(args, name) is None:
             setattr(args, name, value)
     return args
+
+
+def dataset_of(args, cfg) -> str:
+    """The dataset evaluated on: --data, else the one the encoder trained on."""
+    return args.data or cfg.get("data", "cifar10")
 
 
 def _arch_from_state(state):
@@ -175,7 +184,7 @@ class Data(NamedTuple):
 
 def load_data(args, cfg) -> Data:
     """Train and test images cut to the asked stratified subsets, and the AutoAttack sample."""
-    name, root = args.data or cfg.get("data", "cifar10"), args.data_dir or cfg.get("data_dir") or default_data_dir() or "data"
+    name, root = dataset_of(args, cfg), args.data_dir or cfg.get("data_dir") or default_data_dir() or "data"
     train_x, train_y = load_dataset(name, root, train=True, download=args.download)
     test_x, test_y = load_dataset(name, root, train=False, download=args.download)
     train_idx, train_rec = _sample(train_y, args.subset_train, args.subset_seed, "--subset-train")
@@ -199,7 +208,7 @@ def build_classifier(encoder, args, cfg, num_classes, device) -> Classifier:
         ratio = (cfg["ratio_min"], cfg["ratio_max"]) if cfg.get("ratio_min") is not None else None
         augment = augment_for(args.test_views, cfg["method"], cfg.get("preset", "crop"), scale=scale, ratio=ratio)
         views = augment.sample_params(1, "cpu", generator=torch.Generator().manual_seed(args.seed)).to(device)
-    head = nn.Linear(encoder.feature_dim(args.features), num_classes)
+    head = linear_head(encoder.feature_dim(args.features), num_classes)
     return Classifier(encoder, head, args.features, augment, views).to(device).eval()
 
 
@@ -335,12 +344,13 @@ def save_fitted(model: Classifier, args, num_classes, path) -> None:
 
 
 def evaluate(method: str, argv=None):
-    args = parse_args(method, sys.argv[1:] if argv is None else argv)
+    args = build_parser(method).parse_args(sys.argv[1:] if argv is None else argv)
     started = time.monotonic()
     note_batch_size(args.batch_size)
     torch.manual_seed(args.seed)
     device = resolve_device(args.device)
     encoder, meta = load_encoder(args.checkpoint, method)
+    fill_protocol_defaults(args, dataset_of(args, meta["config"]))
     data = load_data(args, meta["config"])
     num_classes = int(max(data.train_y.max(), data.test_y.max())) + 1
     if args.autoattack and num_classes < 10:  # checked before fine-tuning, not after it
