@@ -427,3 +427,12 @@ def test_cuda_runs_without_host_sync_and_matches_cpu():
     finally:
         torch.cuda.set_sync_debug_mode(0)
     torch.testing.assert_close(out.cpu(), aug.apply(x, p.to("cpu")), atol=1e-5, rtol=0)
+
+
+def test_repeat_images_gives_every_image_of_a_batch_the_views_it_gets_alone():
+    aug = augment_for(3, "empssl", "crop", blur_p=0.5, solarize_p=0.5)
+    views = aug.sample_params(1, "cpu", generator=torch.Generator().manual_seed(0))
+    x = torch.rand(5, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    batch = aug.apply(x, views.repeat_images(5)).view(3, 5, 3, 32, 32)  # view-major: row v * 5 + i
+    for i in range(5):
+        torch.testing.assert_close(batch[:, i], aug.apply(x[i: i + 1], views), rtol=0, atol=1e-6)

@@ -14,6 +14,7 @@ from attacks import autoattack_cascade, pgd_linf, trades_adversary, trades_loss
 from conftest import TINY, run_script
 from utils.blocks import augment_for, encoder_for
 import utils.evaluate as evaluate_module
+import utils.finetune as finetune_module
 from utils.errors import UsageError
 from utils.data import load_dataset, stratified_subset
 from utils.evaluate import build_classifier, evaluate, load_encoder, parse_args, robust_accuracy
@@ -502,3 +503,34 @@ def test_a_run_directory_is_labelled_as_its_last_pt_in_the_report():
     result = {**fake_result(checkpoint="runs/r"), "checkpoint": "runs/r",
               "checkpoint_identity": {"file": "/abs/runs/r/last.pt", "epoch": 10, "sha1": "0" * 16}}
     assert model_name(result) == model_name(fake_result()) and "[" not in model_name(result)
+
+
+def test_aff_crafts_with_the_network_in_eval_mode_and_steps_in_train_mode(monkeypatch):
+    x, y = separable_data(16)
+    model = tiny_classifier(x, "backbone")
+    modes, forward = [], Classifier.forward
+
+    def recording(self, images):
+        modes.append(self.encoder.backbone.bn1.training)
+        return forward(self, images)
+
+    monkeypatch.setattr(Classifier, "forward", recording)
+    fit_aff(model, x, y, protocol_args("aff", "--features", "backbone", "--finetune-epochs", 1, "--finetune-batch-size",
+                                       8, "--train-steps", 2), CPU)
+    crafting, step = [False] * 3, [True] * 2  # the adversary's target and its 2 steps; the loss on x and on x_adv
+    assert modes == (crafting + step) * 2 and not model.training and not model.encoder.backbone.bn1.training
+
+
+def test_slf_cached_features_train_the_head_that_features_computed_on_the_fly_train(monkeypatch):
+    x, y = separable_data(40)
+    flags = ("--finetune-epochs", 2, "--finetune-batch-size", 16, "--batch-size", 7, "--finetune-lr", 0.1)
+    cached, live = tiny_classifier(x), tiny_classifier(x)
+    start = cached.head.weight.detach().clone()
+    fit_slf(cached, x, y, protocol_args("slf", "--no-train-augment", *flags), CPU)
+    # augmentation on, so features are computed per minibatch, but every crop is the image itself and draws nothing
+    monkeypatch.setattr(finetune_module, "crop_flip_params", lambda n, generator=None: (None, None, None))
+    monkeypatch.setattr(finetune_module, "crop_flip", lambda images, *_: images)
+    fit_slf(live, x, y, protocol_args("slf", *flags), CPU)
+    assert not torch.equal(cached.head.weight, start)
+    torch.testing.assert_close(live.head.weight, cached.head.weight, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(live.head.bias, cached.head.bias, rtol=1e-4, atol=1e-6)
