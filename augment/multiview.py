@@ -15,13 +15,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from utils.methods import METHODS
-
 PRESETS = {
     "crop": {"scale": (0.08, 1.0), "ratio": (3 / 4, 4 / 3)},
     "patch": {"scale": (0.25, 0.25), "ratio": (1.0, 1.0)},
 }
-# jitter = (brightness, contrast, saturation, hue); a method's ``augment`` overrides these.
+# jitter = (brightness, contrast, saturation, hue): SimCLR's pipeline. A method passes its own settings in.
 DEFAULTS = {"jitter": (0.4, 0.4, 0.4, 0.1), "blur_p": 0.0, "solarize_p": 0.0}
 GRAY_WEIGHTS = (0.2989, 0.587, 0.114)
 BLUR_KERNEL = 13
@@ -44,12 +42,12 @@ class AugmentConfig:
     size: int
 
 
-def augment_config(num_views, method, preset, *, scale=None, ratio=None, flip_p=0.5, jitter_p=0.8, jitter=None,
+def augment_config(num_views, preset, *, scale=None, ratio=None, flip_p=0.5, jitter_p=0.8, jitter=None,
                    grayscale_p=0.2, blur_p=None, blur_sigma=(0.1, 2.0), solarize_p=None, size=32) -> AugmentConfig:
-    """Resolves the ``None`` defaults from ``method`` and ``preset`` and validates every setting."""
+    """Resolves the ``None`` defaults from ``DEFAULTS`` and ``preset`` and validates every setting."""
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    defaults = {**DEFAULTS, **METHODS.lookup(method).augment, **PRESETS[preset]}
+    defaults = {**DEFAULTS, **PRESETS[preset]}
     cfg = AugmentConfig(
         num_views=int(num_views),
         scale=tuple(float(v) for v in (defaults["scale"] if scale is None else scale)),
@@ -118,15 +116,16 @@ class MultiViewAugment:
     """``aug(x, generator=None)``: (B, 3, H, W) uint8 or [0, 1] float images -> (num_views * B, 3, size, size)
     float views in [0, 1], view-major (row v * B + i is view v of image i), on x's device, differentiable
     w.r.t. a float x. It is ``apply(x, sample_params(B, x.device, generator, (H, W)))``: the two steps let the
-    views' parameters stay fixed while the images change (e.g. under attack)."""
+    views' parameters stay fixed while the images change (e.g. under attack). The settings are
+    ``augment_config``'s; ``utils.blocks.augment_for`` fills in a method's own."""
 
-    def __init__(self, num_views, method, preset, **kwargs):
-        self.method, self.preset = method, preset
-        self.config = augment_config(num_views, method, preset, **kwargs)
+    def __init__(self, num_views, preset, **kwargs):
+        self.preset = preset
+        self.config = augment_config(num_views, preset, **kwargs)
         self.num_views, self.size = self.config.num_views, self.config.size
 
     def __repr__(self):
-        return f"MultiViewAugment(method={self.method!r}, preset={self.preset!r}, {self.config})"
+        return f"MultiViewAugment(preset={self.preset!r}, {self.config})"
 
     def __call__(self, x: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
         params = self.sample_params(x.shape[0], x.device, generator=generator, image_size=tuple(x.shape[-2:]))

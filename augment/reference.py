@@ -13,9 +13,9 @@ class ReferenceAugment:
     RandomResizedCrop, RandomHorizontalFlip, RandomApply(ColorJitter), RandomGrayscale,
     RandomApply(GaussianBlur), RandomSolarize(128) and ToTensor. Takes ``MultiViewAugment``'s arguments."""
 
-    def __init__(self, num_views, method, preset, **kwargs):
-        self.method, self.preset = method, preset
-        self.config = cfg = augment_config(num_views, method, preset, **kwargs)
+    def __init__(self, num_views, preset, **kwargs):
+        self.preset = preset
+        self.config = cfg = augment_config(num_views, preset, **kwargs)
         self.num_views = cfg.num_views
         steps = [T.RandomResizedCrop(cfg.size, scale=cfg.scale, ratio=cfg.ratio), T.RandomHorizontalFlip(cfg.flip_p)]
         # Off steps are left out, as the batched path skips them: the baseline should not pay for them either.
@@ -31,7 +31,7 @@ class ReferenceAugment:
         self.transform = T.Compose(steps)
 
     def __repr__(self):
-        return f"ReferenceAugment(method={self.method!r}, preset={self.preset!r}, {self.config})"
+        return f"ReferenceAugment(preset={self.preset!r}, {self.config})"
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
         return torch.stack([self.transform(image) for _ in range(self.num_views)])

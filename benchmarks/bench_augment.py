@@ -11,7 +11,8 @@ import time
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from augment import MultiViewAugment, ReferenceAugment, tensor_to_pil
+from augment import tensor_to_pil
+from utils.blocks import augment_for, reference_for
 from utils.methods import METHODS
 from utils.run import machine
 
@@ -67,8 +68,8 @@ def main(argv=None):
     views = args.images * args.views
     rows = []
     for preset in ("crop", "patch"):
-        fast = MultiViewAugment(args.views, args.method, preset)
-        loader = DataLoader(ViewsOfImages(images, ReferenceAugment(args.views, args.method, preset)),
+        fast = augment_for(args.views, args.method, preset)
+        loader = DataLoader(ViewsOfImages(images, reference_for(args.views, args.method, preset)),
                             batch_size=LOADER_BATCH, num_workers=cores, persistent_workers=True)
         fast_times, ref_times = interleaved_times([lambda: fast(on_device), lambda: [batch for batch in loader]],
                                                   args.device, args.repeats)

@@ -44,17 +44,10 @@ def model_flops(trainer, views):
 
 
 def bench(script, args, compile_model):
+    """One table row: the script's training step timed on random images, and its projected full run."""
     method, regime, defaults, paper_min = script_rows()[script]
     batch = args.batch_size or defaults["batch_size"]
-    argv = ["--device", args.device, "--width", str(args.width), "--hidden-dim", str(args.hidden_dim),
-            "--batch-size", str(batch), "--out-dir", args.out_dir,
-            "--checkpoint-minutes", "0"]
-    if METHODS[method].views is None and args.num_views:
-        argv += ["--num-views", str(args.num_views)]
-    if compile_model:
-        argv.append("--compile")
-    cfg, given, _ = parse_config(method, regime, defaults, argv)
-    epochs = cfg["epochs"]
+    cfg, given, _ = parse_config(method, regime, defaults, bench_argv(method, batch, args, compile_model))
     n = max(batch * (args.steps + args.warmup), batch)
     trainer = Trainer(cfg, given, images=torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8))
     device = trainer.device
@@ -67,33 +60,47 @@ def bench(script, args, compile_model):
 
     for i in range(args.warmup):
         step(i)
+    host_sync = host_sync_of(step, args.warmup, device)
+    seconds = seconds_per_step(step, args.steps, device)
+    flops = model_flops(trainer, trainer.augment(trainer.images[:batch])) * REGIMES[regime].passes_per_batch(cfg)
+    epoch_s = seconds * (TRAIN_IMAGES // batch)
+    return [script + (" +compile" if compile_model else ""), f"{batch / seconds:.0f}", f"{epoch_s:.1f}",
+            f"{torch.cuda.max_memory_allocated(device) / 2**30:.1f}" if device.type == "cuda" else "-",
+            f"{100 * flops / seconds / (args.peak_tflops * 1e12):.1f}" if args.peak_tflops else "-",
+            f"{epoch_s * cfg['epochs'] / 60:.1f}", str(paper_min or "-"), host_sync]
+
+
+def bench_argv(method, batch, args, compile_model) -> list:
+    argv = ["--device", args.device, "--width", str(args.width), "--hidden-dim", str(args.hidden_dim),
+            "--batch-size", str(batch), "--out-dir", args.out_dir, "--checkpoint-minutes", "0"]
+    if METHODS[method].views is None and args.num_views:
+        argv += ["--num-views", str(args.num_views)]
+    return argv + (["--compile"] if compile_model else [])
+
+
+def host_sync_of(step, i, device) -> str:
+    """'none', or the first line of the error that step ``i`` raises where it waits for the GPU (``.item()``,
+    a data-dependent shape, ...); '-' off CUDA."""
     sync(device)
-    host_sync = "-"
-    if device.type == "cuda":
-        # A step that waits for the GPU anywhere (.item(), a data-dependent shape, ...) raises here.
-        torch.cuda.set_sync_debug_mode("error")
-        try:
-            step(args.warmup)
-            host_sync = "none"
-        except RuntimeError as e:
-            host_sync = str(e).splitlines()[0][:60]
-        finally:
-            torch.cuda.set_sync_debug_mode("default")
+    if device.type != "cuda":
+        return "-"
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        step(i)
+        return "none"
+    except RuntimeError as e:
+        return str(e).splitlines()[0][:60]
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
+def seconds_per_step(step, steps, device) -> float:
     sync(device)
     start = time.perf_counter()
-    for i in range(args.steps):
+    for i in range(steps):
         step(i)
     sync(device)
-    seconds = (time.perf_counter() - start) / args.steps
-    passes = REGIMES[regime].passes_per_batch(cfg)
-    flops = model_flops(trainer, trainer.augment(trainer.images[:batch])) * passes
-    steps_per_epoch = TRAIN_IMAGES // batch
-    epoch_s = seconds * steps_per_epoch
-    row = [script + (" +compile" if compile_model else ""), f"{batch / seconds:.0f}", f"{epoch_s:.1f}",
-           f"{torch.cuda.max_memory_allocated(device) / 2**30:.1f}" if device.type == "cuda" else "-",
-           f"{100 * flops / seconds / (args.peak_tflops * 1e12):.1f}" if args.peak_tflops else "-",
-           f"{epoch_s * epochs / 60:.1f}", str(paper_min or "-"), host_sync]
-    return row
+    return (time.perf_counter() - start) / steps
 
 
 def main(argv=None):

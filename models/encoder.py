@@ -3,8 +3,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from utils.methods import METHODS
-
 from .resnet import ARCHS
 
 
@@ -14,12 +12,11 @@ class Encoder(nn.Module):
     Module names follow the original EMP-SSL code so that its checkpoints load after stripping ``module.``.
     """
 
-    def __init__(self, method: str, arch: str = "resnet18", width: int = 64, hidden_dim: int = 4096):
+    def __init__(self, z_dim: int, arch: str = "resnet18", width: int = 64, hidden_dim: int = 4096):
         super().__init__()
         if arch not in ARCHS:
             raise ValueError(f"unknown arch {arch!r}; choose one of {sorted(ARCHS)}")
-        self.method = method
-        self.z_dim = METHODS.lookup(method).z_dim
+        self.z_dim = z_dim
         self.backbone = ARCHS[arch](width)
         feat_dim = self.backbone.out_dim
         self.pre_feature = nn.Sequential(nn.Linear(feat_dim, hidden_dim), nn.BatchNorm1d(hidden_dim), nn.ReLU())
@@ -44,6 +41,7 @@ class Encoder(nn.Module):
         return self.backbone.out_dim if kind == "backbone" else self.pre_feature[0].out_features
 
 
-def build_encoder(method: str, arch: str = "resnet18", width: int = 64, hidden_dim: int = 4096) -> Encoder:
-    return Encoder(method, arch, width, hidden_dim)
+def build_encoder(z_dim: int, arch: str = "resnet18", width: int = 64, hidden_dim: int = 4096) -> Encoder:
+    """An encoder whose embedding has ``z_dim`` dimensions; ``utils.blocks.encoder_for`` takes a method's name."""
+    return Encoder(z_dim, arch, width, hidden_dim)
 

@@ -52,12 +52,13 @@ def test_recalibration_sets_the_statistics_to_the_clean_batches_and_writes_a_new
     import torch
 
     from conftest import TINY
-    from models import build_encoder
     from utils.checkpoint import load_checkpoint
     from utils.recalibrate import recalibrate, recalibrate_bn
     from utils.train import Trainer
 
-    model = build_encoder("simclr", width=4, hidden_dim=8)
+    from utils.blocks import encoder_for
+
+    model = encoder_for("simclr", width=4, hidden_dim=8)
     batches = [torch.rand(6, 3, 32, 32), torch.rand(10, 3, 32, 32)]
     with torch.no_grad():
         model.backbone.bn1.running_mean.fill_(5.0)

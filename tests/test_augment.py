@@ -7,7 +7,8 @@ import torch
 import torchvision.transforms.functional as TF
 from torchvision.transforms import RandomResizedCrop
 
-from augment import MultiViewAugment, ReferenceAugment, ViewParams, multiview, tensor_to_pil
+from augment import ViewParams, multiview, tensor_to_pil
+from utils.blocks import augment_for, reference_for
 
 ALL_OFF = dict(flip_p=0.0, jitter_p=0.0, grayscale_p=0.0, blur_p=0.0, solarize_p=0.0)
 
@@ -102,7 +103,7 @@ CROP_BOXES = [(0, 0, 32, 32), (0, 0, 9, 9), (23, 23, 9, 9), (5, 3, 20, 11), (10,
 def test_resized_crop_and_flip_match_torchvision(flip):
     x = make_image()
     p = boxes_params(CROP_BOXES, flip=torch.full((len(CROP_BOXES),), flip))
-    ours = MultiViewAugment(len(CROP_BOXES), "empssl", "crop").apply(x, p)
+    ours = augment_for(len(CROP_BOXES), "empssl", "crop").apply(x, p)
     for n, (top, left, h, w) in enumerate(CROP_BOXES):
         ref = TF.resized_crop(x[0], top, left, h, w, [32, 32], antialias=True)
         torch.testing.assert_close(ours[n], TF.hflip(ref) if flip else ref, atol=1e-5, rtol=0)
@@ -112,7 +113,7 @@ def test_resized_crop_on_a_non_square_image_and_another_output_size():
     x = make_image(2, h=40, w=48)
     boxes = [(0, 0, 24, 24), (16, 24, 24, 24), (3, 30, 10, 18), (39, 47, 1, 1)]
     p = boxes_params(boxes * 2, flip=torch.tensor([False, True, False, True] * 2))
-    ours = MultiViewAugment(4, "empssl", "crop", size=24).apply(x, p)
+    ours = augment_for(4, "empssl", "crop", size=24).apply(x, p)
     torch.testing.assert_close(ours, torchvision_views(x, p, size=24), atol=1e-5, rtol=0)
 
 
@@ -126,7 +127,7 @@ def test_single_jitter_op_matches_torchvision(op, factors):
            "saturation": TF.adjust_saturation, "hue": TF.adjust_hue}
     p = jitter_params(len(factors))
     setattr(p, op, torch.tensor(factors))
-    ours = MultiViewAugment(len(factors), "empssl", "crop").apply(x, p)
+    ours = augment_for(len(factors), "empssl", "crop").apply(x, p)
     for n, f in enumerate(factors):
         torch.testing.assert_close(ours[n], fns[op](x[0], f), atol=1e-4 if op == "hue" else 1e-5, rtol=0)
 
@@ -135,7 +136,7 @@ def test_jitter_off_leaves_views_alone():
     x = make_image(seed=2)
     p = jitter_params(2, 1.4, 0.6, 0.0, 0.2)
     p.jitter = torch.tensor([False, True])
-    ours = MultiViewAugment(2, "empssl", "crop").apply(x, p)
+    ours = augment_for(2, "empssl", "crop").apply(x, p)
     torch.testing.assert_close(ours[0], x[0], atol=0, rtol=0)
     assert (ours[1] - x[0]).abs().max() > 0.1
 
@@ -147,7 +148,7 @@ def test_jitter_order_is_respected(first, second, factors):
     x = make_image(seed=3)
     rest = [k for k in range(4) if k not in (first, second)]
     orders = [(first, second, *rest), (second, first, *rest)]
-    aug = MultiViewAugment(1, "empssl", "crop")
+    aug = augment_for(1, "empssl", "crop")
     outs = []
     for order in orders:
         p = jitter_params(1, order=order, **factors)
@@ -165,14 +166,14 @@ def test_all_four_jitter_ops_in_every_order_match_torchvision():
     p = full_params(n, jitter=torch.ones(n, dtype=torch.bool), order=orders,
                     brightness=0.6 + 0.8 * torch.rand(n, generator=g), contrast=0.6 + 0.8 * torch.rand(n, generator=g),
                     saturation=0.6 + 0.8 * torch.rand(n, generator=g), hue=0.4 * torch.rand(n, generator=g) - 0.2)
-    ours = MultiViewAugment(n, "empssl", "crop").apply(x, p)
+    ours = augment_for(n, "empssl", "crop").apply(x, p)
     torch.testing.assert_close(ours, torchvision_views(x, p), atol=1e-4, rtol=0)
 
 
 def test_grayscale_matches_torchvision():
     x = make_image(seed=5)
     p = full_params(2, grayscale=torch.tensor([True, False]))
-    ours = MultiViewAugment(2, "empssl", "crop").apply(x, p)
+    ours = augment_for(2, "empssl", "crop").apply(x, p)
     torch.testing.assert_close(ours[0], TF.rgb_to_grayscale(x[0], num_output_channels=3), atol=1e-6, rtol=0)
     torch.testing.assert_close(ours[1], x[0], atol=0, rtol=0)
 
@@ -183,7 +184,7 @@ def test_gaussian_blur_matches_torchvision():
     sigmas = [0.1, 0.3, 0.5, 1.0, 1.7, 2.0, 1.0]
     n = len(sigmas)
     p = full_params(n, blur=torch.tensor([True] * (n - 1) + [False]), sigma=torch.tensor(sigmas))
-    ours = MultiViewAugment(n, "empssl", "crop").apply(x, p)
+    ours = augment_for(n, "empssl", "crop").apply(x, p)
     for k, s in enumerate(sigmas[:-1]):
         torch.testing.assert_close(ours[k], TF.gaussian_blur(x[0], [13, 13], [s, s]), atol=1e-5, rtol=0)
     torch.testing.assert_close(ours[-1], x[0], atol=0, rtol=0)
@@ -193,7 +194,7 @@ def test_solarize_matches_torchvision():
     x = make_image(seed=7)
     assert (x == 0.5).any()
     p = full_params(2, solarize=torch.tensor([True, False]))
-    ours = MultiViewAugment(2, "empssl", "crop").apply(x, p)
+    ours = augment_for(2, "empssl", "crop").apply(x, p)
     torch.testing.assert_close(ours[0], TF.solarize(x[0], 0.5), atol=0, rtol=0)
     torch.testing.assert_close(ours[1], x[0], atol=0, rtol=0)
 
@@ -202,7 +203,7 @@ def test_solarize_matches_torchvision():
 @pytest.mark.parametrize("method,preset", [("empssl", "crop"), ("empssl", "patch"), ("simclr", "crop")])
 def test_whole_pipeline_with_random_params_matches_torchvision(method, preset):
     x = make_image(3, seed=8)
-    aug = MultiViewAugment(8, method, preset, **({"blur_p": 0.5, "solarize_p": 0.5} if method == "empssl" else {}))
+    aug = augment_for(8, method, preset, **({"blur_p": 0.5, "solarize_p": 0.5} if method == "empssl" else {}))
     p = aug.sample_params(3, "cpu", generator=torch.Generator().manual_seed(1))
     torch.testing.assert_close(aug.apply(x, p), torchvision_views(x, p), atol=1e-4, rtol=0)
 
@@ -213,7 +214,7 @@ def test_whole_pipeline_with_random_params_matches_torchvision(method, preset):
                                               ((0.08, 1.0), (3 / 4, 4 / 3), (24, 40))])
 def test_crop_boxes_follow_torchvision_random_resized_crop(scale, ratio, size):
     n = 4000
-    aug = MultiViewAugment(4, "empssl", "crop", scale=scale, ratio=ratio)
+    aug = augment_for(4, "empssl", "crop", scale=scale, ratio=ratio)
     p = aug.sample_params(n // 4, "cpu", generator=torch.Generator().manual_seed(2), image_size=size)
     torch.manual_seed(3)
     image = torch.empty(3, *size)
@@ -230,7 +231,7 @@ def test_crop_boxes_follow_torchvision_random_resized_crop(scale, ratio, size):
 
 def test_crop_falls_back_to_torchvision_centre_crop():
     # Every attempt is wider than the image, so each box is the fallback: width 32, height 32 / 2, centred.
-    aug = MultiViewAugment(2, "empssl", "crop", scale=(0.9, 1.0), ratio=(2.0, 3.0))
+    aug = augment_for(2, "empssl", "crop", scale=(0.9, 1.0), ratio=(2.0, 3.0))
     p = aug.sample_params(50, "cpu")
     expected = RandomResizedCrop.get_params(torch.empty(3, 32, 32), [0.9, 1.0], [2.0, 3.0])
     assert expected == (8, 0, 16, 32)
@@ -239,13 +240,13 @@ def test_crop_falls_back_to_torchvision_centre_crop():
 
 
 def test_patch_preset_cuts_exact_16x16_patches_everywhere():
-    aug = MultiViewAugment(16, "empssl", "patch")
+    aug = augment_for(16, "empssl", "patch")
     p = aug.sample_params(250, "cpu", generator=torch.Generator().manual_seed(4))
     assert (p.height == 16).all() and (p.width == 16).all()
     assert p.top.min() == 0 and p.top.max() == 16 and p.left.min() == 0 and p.left.max() == 16
     assert len(torch.unique(p.top * 17 + p.left)) == 17 * 17
     x = make_image(250, seed=9)
-    views = MultiViewAugment(16, "empssl", "patch", **ALL_OFF).apply(x, ViewParams(p.top, p.left, p.height, p.width))
+    views = augment_for(16, "empssl", "patch", **ALL_OFF).apply(x, ViewParams(p.top, p.left, p.height, p.width))
     n = 37
     i = n % 250
     ref = TF.resize(x[i, :, p.top[n]:p.top[n] + 16, p.left[n]:p.left[n] + 16], [32, 32], antialias=True)
@@ -254,7 +255,7 @@ def test_patch_preset_cuts_exact_16x16_patches_everywhere():
 
 @pytest.mark.parametrize("method", ["empssl", "simclr"])
 def test_per_view_rates_and_factor_ranges(method):
-    aug = MultiViewAugment(8, method, "crop")
+    aug = augment_for(8, method, "crop")
     p = aug.sample_params(1000, "cpu", generator=torch.Generator().manual_seed(5))
     assert_rate(p.flip, 0.5)
     assert_rate(p.jitter, 0.8)
@@ -290,9 +291,9 @@ def test_pixels_follow_the_reference_pipeline():
     image = torch.stack([0.5 + 0.5 * ramp.outer(torch.ones(32)), 0.3 * torch.ones(32).outer(ramp),
                          0.3 * torch.rand(32, 32, generator=g)])
     image = (image * 255).round().to(torch.uint8)
-    fast = MultiViewAugment(n, "empssl", "crop")(image[None], generator=g)
+    fast = augment_for(n, "empssl", "crop")(image[None], generator=g)
     torch.manual_seed(7)
-    ref = ReferenceAugment(n, "empssl", "crop")(tensor_to_pil(image))
+    ref = reference_for(n, "empssl", "crop")(tensor_to_pil(image))
     assert ref.shape == fast.shape == (n, 3, 32, 32) and ref.dtype == fast.dtype == torch.float32
     for stat in (lambda v: v.mean(dim=(1, 2, 3)), lambda v: v.std(dim=(1, 2, 3)),
                  lambda v: v[:, 1].mean(dim=(1, 2)) - v[:, 2].mean(dim=(1, 2)),
@@ -304,13 +305,13 @@ def test_pixels_follow_the_reference_pipeline():
 def test_output_shape_dtype_range_and_view_major_order():
     b, v = 5, 3
     x = (make_image(b, seed=10) * 255).round().to(torch.uint8)
-    out = MultiViewAugment(v, "empssl", "crop")(x)
+    out = augment_for(v, "empssl", "crop")(x)
     assert out.shape == (v * b, 3, 32, 32) and out.dtype == torch.float32
     assert out.min() >= 0 and out.max() <= 1
     # One box per view index, shared by all images: row v * B + i must be image i in box v.
     boxes = [(0, 0, 16, 16), (4, 10, 20, 12), (16, 16, 16, 16)]
     p = boxes_params([box for box in boxes for _ in range(b)])
-    out = MultiViewAugment(v, "empssl", "crop", **ALL_OFF).apply(x, p)
+    out = augment_for(v, "empssl", "crop", **ALL_OFF).apply(x, p)
     for k, (top, left, h, w) in enumerate(boxes):
         for i in range(b):
             ref = TF.resized_crop(x[i].float() / 255, top, left, h, w, [32, 32], antialias=True)
@@ -319,7 +320,7 @@ def test_output_shape_dtype_range_and_view_major_order():
 
 def test_uint8_and_float_inputs_agree():
     x = (make_image(4, seed=11) * 255).round().to(torch.uint8)
-    aug = MultiViewAugment(4, "empssl", "crop")
+    aug = augment_for(4, "empssl", "crop")
     a = aug(x, generator=torch.Generator().manual_seed(8))
     b = aug(x.float() / 255, generator=torch.Generator().manual_seed(8))
     torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
@@ -327,7 +328,7 @@ def test_uint8_and_float_inputs_agree():
 
 def test_generator_reproducible_and_call_equals_sample_then_apply():
     x = make_image(4, seed=12)
-    aug = MultiViewAugment(4, "empssl", "crop")
+    aug = augment_for(4, "empssl", "crop")
     a = aug(x, generator=torch.Generator().manual_seed(9))
     b = aug(x, generator=torch.Generator().manual_seed(9))
     c = aug(x, generator=torch.Generator().manual_seed(10))
@@ -344,7 +345,7 @@ def test_gradient_matches_torchvision_composition():
     # Interior pixels only: torchvision's hsv->rgb clamps its intermediate values, which zeroes the gradient
     # of pixels with a channel exactly on 0 or 1, where ours keeps the derivative of the hue map.
     x = 0.02 + 0.96 * torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(13))
-    aug = MultiViewAugment(6, "empssl", "crop", blur_p=0.5, solarize_p=0.5)
+    aug = augment_for(6, "empssl", "crop", blur_p=0.5, solarize_p=0.5)
     p = aug.sample_params(2, "cpu", generator=torch.Generator().manual_seed(12))
     weights = torch.randn(12, 3, 32, 32, generator=torch.Generator().manual_seed(13))
     ours, ref = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
@@ -358,7 +359,7 @@ def test_gradient_matches_torchvision_composition():
 def test_steps_left_off_keep_the_gradient_at_pixels_on_0_and_1():
     x = (make_image(2, seed=14) * 4).round() / 4
     assert (x == 0).float().mean() > 0.1 and (x == 1).float().mean() > 0.1
-    aug = MultiViewAugment(3, "empssl", "crop", blur_p=0.5, solarize_p=0.5)
+    aug = augment_for(3, "empssl", "crop", blur_p=0.5, solarize_p=0.5)
     p = aug.sample_params(2, "cpu", generator=torch.Generator().manual_seed(14))
     crop_only = ViewParams(p.top, p.left, p.height, p.width, flip=p.flip)
     for field in ("jitter", "grayscale", "blur", "solarize"):
@@ -378,7 +379,7 @@ def test_steps_left_off_keep_the_gradient_at_pixels_on_0_and_1():
 @pytest.mark.parametrize("b,v", [(1, 1), (3, 2)])
 def test_backward_and_range_for_any_set_of_steps(kwargs, b, v):
     x = make_image(b, seed=15).requires_grad_(True)
-    out = MultiViewAugment(v, "empssl", "crop", **kwargs)(x, generator=torch.Generator().manual_seed(16))
+    out = augment_for(v, "empssl", "crop", **kwargs)(x, generator=torch.Generator().manual_seed(16))
     assert out.shape == (v * b, 3, 32, 32) and 0 <= out.min() and out.max() <= 1
     out.sum().backward()
     assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
@@ -386,7 +387,7 @@ def test_backward_and_range_for_any_set_of_steps(kwargs, b, v):
 
 def test_params_with_fields_off_and_validation():
     x = make_image(seed=14)
-    aug = MultiViewAugment(1, "simclr", "crop")
+    aug = augment_for(1, "simclr", "crop")
     torch.testing.assert_close(aug.apply(x, full_params(1)), x, atol=0, rtol=0)
     with pytest.raises(ValueError):
         aug.apply(x[0], full_params(1))
@@ -396,14 +397,14 @@ def test_params_with_fields_off_and_validation():
                 dict(grayscale_p=1.5), dict(size=4)):
         kwargs = {"method": "empssl", "preset": "crop", **bad}
         with pytest.raises(ValueError):
-            MultiViewAugment(2, kwargs.pop("method"), kwargs.pop("preset"), **kwargs)
+            augment_for(2, kwargs.pop("method"), kwargs.pop("preset"), **kwargs)
 
 
 def test_reference_pipeline_output_and_pil_helper():
     x = (make_image(seed=15) * 255).round().to(torch.uint8)[0]
     image = tensor_to_pil(x)
     assert torch.equal(TF.pil_to_tensor(image), x)
-    views = ReferenceAugment(5, "simclr", "patch")(image)
+    views = reference_for(5, "simclr", "patch")(image)
     assert views.shape == (5, 3, 32, 32) and views.dtype == torch.float32
     assert 0 <= views.min() and views.max() <= 1 and not torch.equal(views[0], views[1])
     with pytest.raises(ValueError):
@@ -413,7 +414,7 @@ def test_reference_pipeline_output_and_pil_helper():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_runs_without_host_sync_and_matches_cpu():
     x = (make_image(8, seed=16) * 255).round().to(torch.uint8)
-    aug = MultiViewAugment(16, "empssl", "crop", blur_p=0.5, solarize_p=0.5)
+    aug = augment_for(16, "empssl", "crop", blur_p=0.5, solarize_p=0.5)
     xc = x.cuda()
     aug(xc)
     torch.cuda.synchronize()
@@ -426,3 +427,12 @@ def test_cuda_runs_without_host_sync_and_matches_cpu():
     finally:
         torch.cuda.set_sync_debug_mode(0)
     torch.testing.assert_close(out.cpu(), aug.apply(x, p.to("cpu")), atol=1e-5, rtol=0)
+
+
+def test_repeat_images_gives_every_image_of_a_batch_the_views_it_gets_alone():
+    aug = augment_for(3, "empssl", "crop", blur_p=0.5, solarize_p=0.5)
+    views = aug.sample_params(1, "cpu", generator=torch.Generator().manual_seed(0))
+    x = torch.rand(5, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    batch = aug.apply(x, views.repeat_images(5)).view(3, 5, 3, 32, 32)  # view-major: row v * 5 + i
+    for i in range(5):
+        torch.testing.assert_close(batch[:, i], aug.apply(x[i: i + 1], views), rtol=0, atol=1e-6)

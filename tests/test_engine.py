@@ -27,8 +27,11 @@ class CosineTwoView(Method):
     def add_flags(cls, group):
         group.add_argument("--toy-scale", type=float, default=1.0)
 
+    seen: list = []  # every similarity the loss computed, in order
+
     def loss(self, z):
         similarity = F.cosine_similarity(z[0].float(), z[1].float(), dim=-1).mean()
+        self.seen.append(similarity.item())
         return -self.cfg["toy_scale"] * similarity, [similarity.detach()]
 
 
@@ -75,15 +78,27 @@ def train(tmp_path, tiny_data, method, regime, *extra, defaults=None):
 
 
 @pytest.mark.parametrize("regime", ["standard", "pgd", "free"])
-def test_a_method_defined_in_a_test_trains_in_every_regime(tmp_path, tiny_data, toy_registered, regime):
+def test_a_method_defined_in_a_test_trains_in_every_regime(tmp_path, tiny_data, toy_registered, regime, monkeypatch):
     extra = {"standard": [], "pgd": ["--pgd-steps", "1"], "free": ["--replays", "2"]}[regime]
+    monkeypatch.setattr(CosineTwoView, "seen", [])
+    per_step, train_step = [], Trainer.train_step
+
+    def recorded(self, batch):  # a step's logged terms are those of its last loss: the one it trained on
+        out = train_step(self, batch)
+        per_step.append(CosineTwoView.seen[-1])
+        return out
+
+    monkeypatch.setattr(Trainer, "train_step", recorded)
     out = train(tmp_path, tiny_data, "toy-cosine", regime, "--toy-scale", "2", *extra)
     ckpt = load_checkpoint(out / "last.pt")
     assert (ckpt["method"], ckpt["regime"], ckpt["epoch"]) == ("toy-cosine", regime, 2)
     assert ckpt["model"]["projection.3.weight"].shape[0] == 16 and ckpt["config"]["toy_scale"] == 2
     records = read_jsonl(out / "metrics.jsonl")
     assert [r["epoch"] for r in records] == [1, 2]
-    assert all(-1 <= r["similarity"] <= 1 and math.isclose(r["loss"], -2 * r["similarity"], rel_tol=1e-4) for r in records)
+    assert len(per_step) == 4  # 32 images in minibatches of 16, two epochs
+    for r, epoch in zip(records, (per_step[:2], per_step[2:])):
+        assert r["similarity"] == pytest.approx(sum(epoch) / 2, rel=1e-5)
+        assert math.isclose(r["loss"], -2 * r["similarity"], rel_tol=1e-4)
 
 
 def test_a_regime_defined_in_a_test_trains_checkpoints_and_resumes(tmp_path, tiny_data, toy_registered):

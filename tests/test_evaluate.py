@@ -1,3 +1,4 @@
+import hashlib
 import json
 import math
 
@@ -10,13 +11,16 @@ from pyautoattack import AutoAttack
 from torch import nn
 
 from attacks import autoattack_cascade, pgd_linf, trades_adversary, trades_loss
-from augment import MultiViewAugment
 from conftest import TINY, run_script
-from models import build_encoder
+from utils.blocks import augment_for, encoder_for
+import utils.evaluate as evaluate_module
+import utils.finetune as finetune_module
 from utils.errors import UsageError
-from utils.evaluate import evaluate, load_encoder, parse_args, robust_accuracy
+from utils.data import load_dataset, stratified_subset
+from utils.evaluate import build_classifier, evaluate, load_encoder, parse_args, robust_accuracy
 from utils.finetune import Classifier, crop_flip, crop_flip_params, fit_aff, fit_alf, fit_slf
 from utils.methods import METHODS
+from utils.report import model_name, table
 
 SCRIPTS = {(name, regime): cls.scripts[regime][0] for name, cls in METHODS.items() for regime in cls.scripts}
 CPU = torch.device("cpu")
@@ -40,7 +44,7 @@ def protocol_args(protocol="slf", *flags):
 def tiny_classifier(x, feature_kind="pre", classes=8, augment=None, views=None):
     """A width-8 encoder whose BatchNorm statistics are those of ``x`` (as a trained encoder's would be)."""
     torch.manual_seed(0)
-    enc = build_encoder("empssl", width=8, hidden_dim=32)
+    enc = encoder_for("empssl", width=8, hidden_dim=32)
     with torch.no_grad():
         enc.train()(x.float() / 255)
     enc.eval().requires_grad_(False)
@@ -169,10 +173,13 @@ def test_slf_on_separable_classes_is_accurate_and_pgd_accuracy_falls_with_eps(fi
 # Test-time measures
 
 
-def test_zero_step_attack_without_start_gives_clean_accuracy(fitted):
-    xt, yt = separable_data(50, seed=2)
-    clean, robust, _ = robust_accuracy(fitted, xt, yt, [8 / 255], 0, 16, CPU, random_start=False)
-    assert robust[8 / 255] == clean
+def test_zero_step_attack_without_start_gives_clean_accuracy():
+    x = torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8)
+    y = torch.tensor([0, 0, 1, 1])  # OnGrid is right on images 0, 1 as long as they stay on the uint8 grid
+    _, robust, _ = robust_accuracy(OnGrid(), x, y, [8 / 255], 0, 4, CPU, random_start=False)
+    assert robust[8 / 255] == 50
+    _, robust, _ = robust_accuracy(OnGrid(), x, y, [8 / 255], 0, 4, CPU)  # the random start alone moves them
+    assert robust[8 / 255] == 0
 
 
 def test_every_test_image_counted_once(fitted):
@@ -209,7 +216,7 @@ def test_our_pgd_equals_torchattacks_on_encoder_and_head(fitted):
 
 
 def test_test_views_classifier_is_one_function_of_the_image_in_any_batch():
-    augment = MultiViewAugment(4, "empssl", "crop")
+    augment = augment_for(4, "empssl", "crop")
     views = augment.sample_params(1, "cpu", generator=torch.Generator().manual_seed(0))
     x = torch.rand(6, 3, 32, 32)
     model = tiny_classifier((x * 255).to(torch.uint8), augment=augment, views=views)
@@ -283,7 +290,8 @@ def test_evaluation_of_each_scripts_checkpoint(tmp_path, tiny_data, method, regi
     options = {("empssl", "free"): ["--test-views", "2"],
                ("empssl", "pgd"): ["--protocol", "aff", "--train-steps", "1"],
                ("simclr", "pgd"): ["--protocol", "alf", "--train-steps", "1", "--features", "backbone"]}
-    proc = run_script(evaluator, "--checkpoint", tmp_path / "last.pt", "--device", "cpu", "--subset-train", 32,
+    checkpoint = tmp_path if (method, regime) == ("simclr", "standard") else tmp_path / "last.pt"  # a run directory
+    proc = run_script(evaluator, "--checkpoint", checkpoint, "--device", "cpu", "--subset-train", 32,
                       "--subset-test", 24, "--finetune-epochs", 1, "--pgd-steps", 2, "--batch-size", 10,
                       *options.get((method, regime), []))
     protocol, kind, views_used = {("simclr", "pgd"): ("alf", "backbone", 1), ("empssl", "pgd"): ("aff", "pre", 1),
@@ -291,20 +299,46 @@ def test_evaluation_of_each_scripts_checkpoint(tmp_path, tiny_data, method, regi
     stem = tmp_path / f"eval-{protocol}-{kind}-v{views_used}-last"
     result = json.loads(stem.with_name(stem.name + ".json").read_text())
     assert result["n_test"] == 24 and result["method"] == method and result["regime"] == regime
-    assert set(result["pgd"]) == {"4/255", "8/255"} and all(0 <= v <= 100 for v in result["pgd"].values())
+    assert result["clean"] == pytest.approx(saved_accuracy(result, stem.with_name(stem.name + ".pt"), tiny_data), abs=0.01)
+    assert set(result["pgd"]) == {"4/255", "8/255"} and all(v <= result["clean"] for v in result["pgd"].values())
     assert result["settings"]["pgd_steps"] == 2 and result["seconds"] > 0
     assert (result["protocol"], result["features"], result["test_views"]) == (protocol, kind, views_used)
+    assert result["checkpoint"] == str(tmp_path / "last.pt") and "[" not in model_name(result)
     assert result["subsets"]["test"]["n"] == 24 and len(result["subsets"]["test"]["sha1"]) == 12
     fitted = torch.load(stem.with_name(stem.name + ".pt"), weights_only=True)
     dim = 64 if kind == "backbone" else 32
     assert fitted["feature_kind"] == kind and fitted["head"]["weight"].shape == (10, dim)
     assert ("encoder" in fitted) == (protocol == "aff")
     assert result["settings"]["protocol"] == protocol
-    assert "clean" in proc.stdout
+    assert f"clean {result['clean']:.2f}" in proc.stdout
+
+
+def saved_accuracy(result, fitted_path, data_dir, images=None):
+    """Percent correct of the saved classifier (head, and the aff encoder) on the result's test images (or on
+    ``images`` of them), computed here from the files alone."""
+    settings = result["settings"]
+    args = parse_args(result["method"], [f"--{k}={v}" for k, v in (("checkpoint", result["checkpoint"]),
+                                                                   ("test-views", result["test_views"]),
+                                                                   ("seed", settings["seed"]))])
+    encoder, meta = load_encoder(result["checkpoint"], result["method"])
+    fitted = torch.load(fitted_path, weights_only=True)
+    if "encoder" in fitted:
+        encoder.load_state_dict(fitted["encoder"])
+    model = build_classifier(encoder, args, meta["config"], fitted["num_classes"], CPU)
+    model.feature_kind = fitted["feature_kind"]
+    model.head = nn.Linear(*reversed(fitted["head"]["weight"].shape))
+    model.head.load_state_dict(fitted["head"])
+    x, y = load_dataset("cifar10", data_dir, train=False)
+    index = stratified_subset(y, result["n_test"], settings["subset_seed"])
+    x, y = x[index], y[index]
+    if images is not None:
+        x, y = x[images], y[images]
+    with torch.no_grad():
+        return 100 * (model.eval()(x.float() / 255).argmax(1) == y).float().mean().item()
 
 
 def test_original_code_state_dict_with_module_prefix_loads(tmp_path):
-    enc = build_encoder("empssl", width=8, hidden_dim=32)
+    enc = encoder_for("empssl", width=8, hidden_dim=32)
     torch.save({f"module.{k}": v for k, v in enc.state_dict().items()}, tmp_path / "orig.pt")
     loaded, meta = load_encoder(tmp_path / "orig.pt", "empssl")
     assert meta["config"]["width"] == 8 and meta["config"]["hidden_dim"] == 32
@@ -315,30 +349,34 @@ def test_original_code_state_dict_with_module_prefix_loads(tmp_path):
 
 
 def test_evaluations_with_different_protocols_leave_their_own_files(tmp_path, tiny_data):
-    torch.save(build_encoder("simclr", width=8, hidden_dim=32).state_dict(), tmp_path / "orig.pt")
+    torch.save(encoder_for("simclr", width=8, hidden_dim=32).state_dict(), tmp_path / "orig.pt")
     common = ["--checkpoint", tmp_path / "orig.pt", "--data-dir", tiny_data, "--device", "cpu", "--subset-train", 20,
               "--subset-test", 10, "--finetune-epochs", 1, "--pgd-steps", 1, "--train-steps", 1, "--eps", "8/255"]
-    first = evaluate("simclr", [*map(str, common), "--protocol", "slf"])
+    evaluate("simclr", [*map(str, common), "--protocol", "slf"])
+    before = (tmp_path / "eval-slf-pre-v1-orig.json").read_bytes(), (tmp_path / "eval-slf-pre-v1-orig.pt").read_bytes()
     evaluate("simclr", [*map(str, common), "--protocol", "aff", "--out", str(tmp_path)])
     names = sorted(p.name for p in tmp_path.glob("eval-*"))
     assert names == ["eval-aff-pre-v1-orig.json", "eval-aff-pre-v1-orig.pt",
                      "eval-slf-pre-v1-orig.json", "eval-slf-pre-v1-orig.pt"]
-    assert json.loads((tmp_path / "eval-slf-pre-v1-orig.json").read_text())["clean"] == first["clean"]
-    before = (tmp_path / "eval-slf-pre-v1-orig.json").read_bytes()
-    with pytest.raises(UsageError, match="--subset-test was 10"):  # another evaluation under the same name
-        evaluate("simclr", [*map(str, common), "--protocol", "slf", "--subset-test", "20"])
+    assert ((tmp_path / "eval-slf-pre-v1-orig.json").read_bytes(), (tmp_path / "eval-slf-pre-v1-orig.pt").read_bytes()) == before
+    before = before[0]
+    # Another evaluation under the same name; PGD's random starts and AutoAttack's seeds are drawn per batch,
+    # on the device, so --batch-size and --device count too.
+    for flag, value, earlier in (("--subset-test", "20", "10"), ("--batch-size", "7", "500"), ("--device", "auto", "cpu")):
+        with pytest.raises(UsageError, match=f"{flag} was {earlier}"):
+            evaluate("simclr", [*map(str, common), "--protocol", "slf", flag, value])
     assert (tmp_path / "eval-slf-pre-v1-orig.json").read_bytes() == before
-    again = evaluate("simclr", [*map(str, common), "--protocol", "slf", "--batch-size", "7"])  # the same evaluation
-    assert again["clean"] == first["clean"]
+    again = evaluate("simclr", [*map(str, common), "--protocol", "slf"])  # the same evaluation: replaced
     kept = (tmp_path / "eval-slf-pre-v1-orig.json").read_bytes()
-    torch.save(build_encoder("simclr", width=8, hidden_dim=32).state_dict(), tmp_path / "orig.pt")  # trained on
+    assert json.loads(kept) == again and len(list(tmp_path.glob("eval-*"))) == 4
+    torch.save(encoder_for("simclr", width=8, hidden_dim=32).state_dict(), tmp_path / "orig.pt")  # trained on
     with pytest.raises(UsageError, match="holds another evaluation"):  # same flags, another checkpoint state
         evaluate("simclr", [*map(str, common), "--protocol", "slf"])
     assert (tmp_path / "eval-slf-pre-v1-orig.json").read_bytes() == kept
 
 
 def test_test_views_are_offered_to_every_method(tmp_path, tiny_data):
-    torch.save(build_encoder("simclr", width=8, hidden_dim=32).state_dict(), tmp_path / "orig.pt")
+    torch.save(encoder_for("simclr", width=8, hidden_dim=32).state_dict(), tmp_path / "orig.pt")
     result = evaluate("simclr", ["--checkpoint", str(tmp_path / "orig.pt"), "--data-dir", str(tiny_data), "--device",
                                  "cpu", "--subset-train", "20", "--subset-test", "10", "--finetune-epochs", "1",
                                  "--pgd-steps", "1", "--eps", "8/255", "--test-views", "3", "--no-train-augment"])
@@ -361,11 +399,14 @@ def test_autoattack_with_test_views_eps_sweep_and_report(tmp_path, tiny_data, ch
                                  "--eps", "8/255", "--test-views", "2"])
     assert result == json.loads((tmp_path / "run" / "eval-slf-pre-v2-last.json").read_text())
     assert set(result["pgd"]) == {"0", "1/255", "2/255", "4/255", "8/255", "16/255"}
-    assert result["pgd"]["0"] == result["clean"]
+    fitted = tmp_path / "run" / "eval-slf-pre-v2-last.pt"
+    assert result["pgd"]["0"] == pytest.approx(saved_accuracy(result, fitted, tiny_data), abs=0.01)
     assert result["autoattack_samples"] == 10 and result["subsets"]["autoattack"]["n"] == 10
     breakdown = result["autoattack_breakdown"]["8/255"]
     assert list(breakdown) == ["clean", "apgd-ce", "apgd-t", "fab-t", "square", "seconds"]
-    assert result["autoattack"]["8/255"] == breakdown["square"] <= breakdown["clean"]
+    _, y = load_dataset("cifar10", tiny_data, train=False)
+    sample = stratified_subset(y[stratified_subset(y, 12, 0)], 10, 0)  # AutoAttack's, within the test subset
+    assert breakdown["clean"] == pytest.approx(saved_accuracy(result, fitted, tiny_data, sample), abs=0.01)
     proc = run_script("-m", "utils.report", tmp_path, "--out", tmp_path / "table.md")
     table = (tmp_path / "table.md").read_text()
     assert "Crop-based EMP-SSL (2 crops, m=1 free, 1 epoch, width 8, 32 train images) = CF-AMC-SSL" in table
@@ -377,3 +418,119 @@ def test_autoattack_with_test_views_eps_sweep_and_report(tmp_path, tiny_data, ch
 def test_report_without_results_is_one_line(tmp_path):
     proc = run_script("-m", "utils.report", tmp_path, check=False)
     assert proc.returncode == 2 and "no eval.json" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def tiny_checkpoint(path, seed=0):
+    torch.manual_seed(seed)
+    torch.save(encoder_for("simclr", width=8, hidden_dim=32).state_dict(), path)
+    return path
+
+
+def quick_evaluation(checkpoint, tiny_data, *flags):
+    return ["--checkpoint", str(checkpoint), "--data-dir", str(tiny_data), "--device", "cpu", "--subset-train", "20",
+            "--subset-test", "10", "--finetune-epochs", "1", "--pgd-steps", "1", "--eps", "8/255", *map(str, flags)]
+
+
+def test_two_evaluations_started_together_both_keep_their_results(tmp_path, tiny_data, monkeypatch):
+    """A sweep over --seed into one --out: both pass the check at the start; the one that finishes second
+    finds the name taken by then and keeps its own pair under the next name."""
+    out = tmp_path / "out"
+    argv = quick_evaluation(tiny_checkpoint(tmp_path / "orig.pt"), tiny_data, "--out", out)
+    fit, second = evaluate_module.fit_and_test, {}
+
+    def while_another_runs(model, data, args, device):
+        if not second:  # the first evaluation's fine-tuning: meanwhile the second runs to its end
+            second["started"] = True
+            evaluate("simclr", [*argv, "--seed", "1"])
+            second["files"] = [(out / f"eval-slf-pre-v1-orig.{ext}").read_bytes() for ext in ("json", "pt")]
+        return fit(model, data, args, device)
+
+    monkeypatch.setattr(evaluate_module, "fit_and_test", while_another_runs)
+    first = evaluate("simclr", [*argv, "--seed", "0"])
+    assert [(out / f"eval-slf-pre-v1-orig.{ext}").read_bytes() for ext in ("json", "pt")] == second["files"]
+    assert json.loads((out / "eval-slf-pre-v1-orig.json").read_text())["settings"]["seed"] == 1
+    assert json.loads((out / "eval-slf-pre-v1-orig-2.json").read_text()) == first and first["settings"]["seed"] == 0
+    assert (out / "eval-slf-pre-v1-orig-2.pt").is_file() and not list(out.glob(".*"))
+
+
+def test_checkpoint_identity_is_the_digest_of_the_bytes_evaluated(tmp_path, tiny_data, monkeypatch):
+    checkpoint = tiny_checkpoint(tmp_path / "orig.pt")
+    loaded = hashlib.sha1(checkpoint.read_bytes()).hexdigest()[:16]
+    load_data = evaluate_module.load_data
+
+    def replaced_meanwhile(args, cfg):  # a live run writes its next last.pt after the encoder was loaded
+        tiny_checkpoint(checkpoint, seed=1)
+        return load_data(args, cfg)
+
+    monkeypatch.setattr(evaluate_module, "load_data", replaced_meanwhile)
+    result = evaluate("simclr", quick_evaluation(checkpoint, tiny_data))
+    assert result["checkpoint_identity"]["sha1"] == loaded != hashlib.sha1(checkpoint.read_bytes()).hexdigest()[:16]
+
+
+def test_trades_adversary_starts_inside_the_image_box():
+    x = torch.tensor([0.0, 1.0]).repeat(8, 3, 4, 1)  # pixels at both ends of [0, 1]
+    start = trades_adversary(nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 2, 3)), x, 8 / 255, 2 / 255, 0)
+    assert start.min() == 0 and start.max() == 1 and (start - x).abs().max() <= 0.01
+
+
+def test_heads_start_at_zero_and_cifar100_linear_protocols_use_the_benchmarks_rate():
+    x, _ = separable_data(8)
+    args = protocol_args("slf")
+    model = build_classifier(tiny_classifier(x).encoder, args, {"method": "empssl"}, 8, CPU)
+    assert torch.count_nonzero(model.head.weight) == torch.count_nonzero(model.head.bias) == 0
+    rates = {p: parse_args("empssl", ["--checkpoint", "x", "--protocol", p], data="cifar100").finetune_lr
+             for p in ("slf", "alf", "aff")}
+    assert rates == {"slf": 0.05, "alf": 0.05, "aff": 0.1} and protocol_args("slf").finetune_lr == 0.01
+    assert parse_args("empssl", ["--checkpoint", "x", "--finetune-lr", "0.2"], data="cifar100").finetune_lr == 0.2
+
+
+def fake_result(**settings):
+    base = vars(parse_args("empssl", ["--checkpoint", "runs/r/last.pt"]))
+    return {"method": "empssl", "regime": "free", "protocol": "slf", "features": "pre", "test_views": 1, "clean": 50.0,
+            "pgd": {"4/255": 20.0, "8/255": 5.0}, "n_test": 100, "checkpoint": "runs/r/last.pt",
+            "train_config": {"preset": "crop", "num_views": 16, "epochs": 10}, "settings": {**base, **settings}}
+
+
+def test_report_rows_of_evaluations_that_differ_only_in_settings_differ():
+    results = [fake_result(), fake_result(seed=1, subset_test=100), fake_result(random_start=False, pgd_step_size=1 / 255)]
+    rows = table(results).splitlines()[2:]
+    assert len(set(rows)) == 3
+    assert "| - |" in rows[0] and "| --subset-test 100, --seed 1 |" in rows[1]
+    assert "| --pgd-step-size 1/255, --no-random-start |" in rows[2]
+
+
+def test_a_run_directory_is_labelled_as_its_last_pt_in_the_report():
+    result = {**fake_result(checkpoint="runs/r"), "checkpoint": "runs/r",
+              "checkpoint_identity": {"file": "/abs/runs/r/last.pt", "epoch": 10, "sha1": "0" * 16}}
+    assert model_name(result) == model_name(fake_result()) and "[" not in model_name(result)
+
+
+def test_aff_crafts_with_the_network_in_eval_mode_and_steps_in_train_mode(monkeypatch):
+    x, y = separable_data(16)
+    model = tiny_classifier(x, "backbone")
+    modes, forward = [], Classifier.forward
+
+    def recording(self, images):
+        modes.append(self.encoder.backbone.bn1.training)
+        return forward(self, images)
+
+    monkeypatch.setattr(Classifier, "forward", recording)
+    fit_aff(model, x, y, protocol_args("aff", "--features", "backbone", "--finetune-epochs", 1, "--finetune-batch-size",
+                                       8, "--train-steps", 2), CPU)
+    crafting, step = [False] * 3, [True] * 2  # the adversary's target and its 2 steps; the loss on x and on x_adv
+    assert modes == (crafting + step) * 2 and not model.training and not model.encoder.backbone.bn1.training
+
+
+def test_slf_cached_features_train_the_head_that_features_computed_on_the_fly_train(monkeypatch):
+    x, y = separable_data(40)
+    flags = ("--finetune-epochs", 2, "--finetune-batch-size", 16, "--batch-size", 7, "--finetune-lr", 0.1)
+    cached, live = tiny_classifier(x), tiny_classifier(x)
+    start = cached.head.weight.detach().clone()
+    fit_slf(cached, x, y, protocol_args("slf", "--no-train-augment", *flags), CPU)
+    # augmentation on, so features are computed per minibatch, but every crop is the image itself and draws nothing
+    monkeypatch.setattr(finetune_module, "crop_flip_params", lambda n, generator=None: (None, None, None))
+    monkeypatch.setattr(finetune_module, "crop_flip", lambda images, *_: images)
+    fit_slf(live, x, y, protocol_args("slf", *flags), CPU)
+    assert not torch.equal(cached.head.weight, start)
+    torch.testing.assert_close(live.head.weight, cached.head.weight, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(live.head.bias, cached.head.bias, rtol=1e-4, atol=1e-6)

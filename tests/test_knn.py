@@ -1,3 +1,4 @@
+import copy
 import math
 
 import pytest
@@ -5,7 +6,7 @@ import torch
 
 from benchmarks import bench_knn
 from conftest import write_cifar10
-from models import build_encoder
+from utils.blocks import encoder_for
 from utils.data import load_dataset
 from utils.knn import KNNMonitor, knn_accuracy, knn_predict
 
@@ -83,7 +84,7 @@ def coloured(tmp_path_factory):
 
 def test_monitor_changes_neither_rng_nor_modes_nor_batchnorm(coloured):
     torch.manual_seed(0)
-    encoder = build_encoder("empssl", width=8, hidden_dim=32)
+    encoder = encoder_for("empssl", width=8, hidden_dim=32)
     encoder.backbone.bn1.eval()  # a frozen BatchNorm inside a training model must stay frozen
     buffers = {k: v.clone() for k, v in encoder.state_dict().items()}
     modes = [m.training for m in encoder.modules()]
@@ -94,7 +95,10 @@ def test_monitor_changes_neither_rng_nor_modes_nor_batchnorm(coloured):
         return encoder.features(x + 0 * torch.rand(1))
 
     accuracy = monitor.monitor(draws, "cpu", model=encoder)
-    assert 0 <= accuracy <= 100
+    eval_copy = copy.deepcopy(encoder).eval()
+    with torch.no_grad():  # the same kNN on features computed here, all at once, in eval mode
+        train, test = (eval_copy.features(x.float() / 255) for x in (monitor.train_images, monitor.test_images))
+    assert accuracy == pytest.approx(knn_accuracy(train, monitor.train_labels, test, monitor.test_labels, 10), abs=1e-4)
     assert torch.equal(torch.get_rng_state(), rng)
     assert [m.training for m in encoder.modules()] == modes
     assert all(torch.equal(v, buffers[k]) for k, v in encoder.state_dict().items())
@@ -106,7 +110,7 @@ def test_monitor_clips_subsets_to_the_splits(coloured):
 
 
 def test_monitor_needs_to_know_the_model_of_a_plain_function(coloured):
-    encoder = build_encoder("empssl", width=8, hidden_dim=32)
+    encoder = encoder_for("empssl", width=8, hidden_dim=32)
     monitor = KNNMonitor(*coloured, n_train=20, n_test=10)
     with pytest.raises(TypeError, match="model="):
         monitor.monitor(lambda x: encoder.features(x), "cpu")
@@ -114,7 +118,7 @@ def test_monitor_needs_to_know_the_model_of_a_plain_function(coloured):
 
 def test_monitor_subsets_are_stratified_and_a_random_encoder_beats_chance(coloured):
     torch.manual_seed(0)
-    encoder = build_encoder("empssl", width=8, hidden_dim=32)
+    encoder = encoder_for("empssl", width=8, hidden_dim=32)
     monitor = KNNMonitor(*coloured, n_train=100, n_test=30, batch_size=40)
     for picked, labels, n in ((monitor.train_labels, coloured[1], 100), (monitor.test_labels, coloured[3], 30)):
         counts, available = torch.bincount(picked, minlength=10), torch.bincount(labels, minlength=10)
@@ -136,7 +140,7 @@ def test_on_cuda_same_predictions_and_cuda_rng_untouched(coloured):
     labels = torch.randint(0, 10, (300,), generator=g)
     on_cuda = knn_predict(train.cuda(), labels.cuda(), test.cuda(), 10)
     assert torch.equal(on_cuda.cpu(), knn_predict(train, labels, test, 10))
-    encoder = build_encoder("empssl", width=8, hidden_dim=32).cuda()
+    encoder = encoder_for("empssl", width=8, hidden_dim=32).cuda()
     rng = torch.cuda.get_rng_state()
     KNNMonitor(*coloured, n_train=100, n_test=30).monitor(
         lambda x: encoder.features(x + 0 * torch.rand(1, device="cuda")), "cuda", model=encoder)

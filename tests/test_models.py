@@ -1,9 +1,14 @@
+import subprocess
+import sys
+
 import pytest
 import torch
 import torchvision
 from torch import nn
 
+from conftest import ROOT
 from models import build_encoder
+from utils.blocks import encoder_for
 
 
 def torchvision_cifar_resnet18():
@@ -15,7 +20,7 @@ def torchvision_cifar_resnet18():
 
 
 def test_backbone_matches_torchvision_names_shapes_and_loads_its_weights():
-    ours = build_encoder("empssl").backbone
+    ours = encoder_for("empssl").backbone
     ref = torchvision_cifar_resnet18()
     ref_sd, our_sd = ref.state_dict(), ours.state_dict()
     assert list(our_sd) == list(ref_sd)
@@ -29,7 +34,7 @@ def test_backbone_matches_torchvision_names_shapes_and_loads_its_weights():
 
 @pytest.mark.parametrize("method,z_dim", [("empssl", 1024), ("simclr", 128)])
 def test_encoder_shapes_and_normalised_embedding(method, z_dim):
-    enc = build_encoder(method, width=8, hidden_dim=64)
+    enc = encoder_for(method, width=8, hidden_dim=64)
     x = torch.rand(4, 3, 32, 32)
     z = enc(x)
     assert z.shape == (4, z_dim)
@@ -42,11 +47,23 @@ def test_encoder_shapes_and_normalised_embedding(method, z_dim):
 
 
 def test_width_scales_channels():
-    assert build_encoder("simclr", width=16, hidden_dim=32).backbone.layer4[1].conv2.out_channels == 128
+    assert encoder_for("simclr", width=16, hidden_dim=32).backbone.layer4[1].conv2.out_channels == 128
 
 
 def test_features_are_differentiable_from_the_image():
-    enc = build_encoder("simclr", width=8, hidden_dim=32).eval()
+    enc = encoder_for("simclr", width=8, hidden_dim=32).eval()
     x = torch.rand(3, 3, 32, 32, requires_grad=True)
     enc.features(x, "backbone").sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_building_blocks_import_nothing_from_utils():
+    """models, augment, attacks and losses take what a method declares as arguments; the registry stays in utils."""
+    code = ("import sys, models, augment, attacks, losses; "
+            "print(sorted(m for m in sys.modules if m == 'utils' or m.startswith('utils.')))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert proc.stdout.strip() == "[]"
+
+
+def test_build_encoder_takes_the_embedding_size():
+    assert build_encoder(48, width=4, hidden_dim=16).projection[-1].out_features == 48

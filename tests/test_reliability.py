@@ -11,7 +11,10 @@ import torch
 
 from conftest import ROOT, TINY, run_script
 from utils.checkpoint import load_checkpoint, save_checkpoint
+import utils.run as run_module
+import utils.train as train_module
 from utils.errors import UsageError
+from utils.run import append_jsonl, read_jsonl, write_json
 
 
 def one_line_error(proc, code=2):
@@ -217,3 +220,41 @@ def test_bad_image_folder_is_one_line(tmp_path, case):
                       "--out-dir", tmp_path / "run", check=False)
     line = one_line_error(proc)
     assert ("broken.jpg" in line) if case == "corrupt" else ("64x64" in line and "big.png" in line)
+
+
+def test_json_writers_never_share_a_temporary_file(tmp_path, monkeypatch):
+    """Two processes writing one result name must not write into one temporary file."""
+    renamed, replace = [], os.replace
+    monkeypatch.setattr(run_module.os, "replace", lambda src, dst: (renamed.append(str(src)), replace(src, dst))[1])
+    write_json(tmp_path / "r.json", {"a": 1})
+    write_json(tmp_path / "r.json", {"a": 2})
+    assert len(set(renamed)) == 2 and json.loads((tmp_path / "r.json").read_text()) == {"a": 2}
+
+
+def test_an_exclusive_json_write_never_replaces_a_file(tmp_path):
+    write_json(tmp_path / "r.json", {"a": 1}, exclusive=True)
+    with pytest.raises(FileExistsError):
+        write_json(tmp_path / "r.json", {"a": 2}, exclusive=True)
+    assert json.loads((tmp_path / "r.json").read_text()) == {"a": 1} and [p.name for p in tmp_path.iterdir()] == ["r.json"]
+
+
+def test_carry_metrics_interrupted_keeps_the_runs_rows(tmp_path, monkeypatch):
+    rows = [{"epoch": e, "loss": e / 10} for e in (1, 2, 3)]
+    for row in rows:
+        append_jsonl(tmp_path / "metrics.jsonl", row)
+    appended = []
+
+    def append_then_stop(path, obj):  # whichever way the rows are written, the writer is stopped midway
+        if appended:
+            raise KeyboardInterrupt
+        appended.append(obj)
+        append_jsonl(path, obj)
+
+    def stop(*_):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "append_jsonl", append_then_stop)
+    monkeypatch.setattr(run_module.os, "replace", stop)
+    with pytest.raises(KeyboardInterrupt):
+        train_module.carry_metrics(tmp_path, tmp_path, 2)
+    assert read_jsonl(tmp_path / "metrics.jsonl") == rows and [p.name for p in tmp_path.iterdir()] == ["metrics.jsonl"]

@@ -1,12 +1,19 @@
 """The seed's table in one command, at the smoke scale on generated data."""
+import dataclasses
+import hashlib
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
 
+import pytest
+
+import utils.reproduce as reproduce_module
 from conftest import ROOT, run_script
-from utils.reproduce import RESULT, SCALES, all_rows, train_argv, write_results
+from utils.errors import UsageError
+from utils.reproduce import RESULT, SCALES, all_rows, reproduce, run_row, train_argv, write_results
 from utils.run import append_jsonl, read_jsonl, write_json
 
 
@@ -21,9 +28,10 @@ def test_smoke_table_trains_evaluates_and_reports_every_row_once(tmp_path, tiny_
     assert len(rows) == 9 and "row 9/9" in first.stdout
     lines = table_rows(tmp_path / "results.md")
     assert len(lines) == 9
-    for line in lines:
+    for row, line in zip(rows, lines):  # each row shows what its own evaluation measured
         cells = [c.strip() for c in line.strip("|").split("|")]
-        assert all(float(c) >= 0 for c in cells[1:4]), line  # clean, PGD 4/255, PGD 8/255 measured
+        r = json.loads((tmp_path / row.key / RESULT).read_text())
+        assert cells[1:4] == [f"{r['clean']:.1f}", f"{r['pgd']['4/255']:.1f}", f"{r['pgd']['8/255']:.1f}"], line
     assert "CF-AMC-SSL" in (tmp_path / "results.md").read_text() and (tmp_path / "results.png").stat().st_size > 0
     stamps = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*.pt")}
     again = run_script(*args, timeout=300)
@@ -95,3 +103,32 @@ def test_results_table_has_every_measure_the_paper_columns_and_no_local_paths(tm
     assert cells["crop-empssl-pgd: not run"][1:] == [""] * 11 and "crop-simclr-pgd: failed (exit 1)" in cells
     assert str(tmp_path) not in text and "`cifar10-jpeg`" in text and "torch threads" in text
     assert (tmp_path / "out" / "results.png").stat().st_size > 0
+
+
+def test_a_row_is_done_only_if_its_result_evaluated_its_last_pt(tmp_path):
+    row = next(r for r in all_rows() if r.key == "crop-empssl-free")
+
+    class Args:
+        out = str(tmp_path)
+
+    (tmp_path / row.key / "train").mkdir(parents=True)
+    last = tmp_path / row.key / "train" / "last.pt"
+    last.write_bytes(b"the checkpoint that was evaluated")
+    write_json(tmp_path / row.key / RESULT, {"checkpoint_identity": {"sha1": hashlib.sha1(last.read_bytes()).hexdigest()[:16]}})
+    assert run_row(row, SCALES["smoke"], Args) == "done"
+    last.write_bytes(b"a checkpoint trained on since")
+    assert "evaluated another checkpoint" in run_row(row, SCALES["smoke"], Args)
+
+
+def test_a_row_run_with_other_arguments_is_refused_not_taken_as_done(tmp_path, tiny_data, monkeypatch):
+    argv = ["--scale", "smoke", "--data-dir", str(tiny_data), "--out", str(tmp_path), "--device", "cpu",
+            "--rows", "crop-empssl-free"]
+    monkeypatch.setattr(reproduce_module, "run_row", lambda row, scale, args: "done")  # as if finished earlier
+    monkeypatch.setattr(reproduce_module, "write_results", lambda *_: None)
+    reproduce(argv)
+    recorded = json.loads((tmp_path / "reproduce.json").read_text())["rows"]["crop-empssl-free"]
+    assert "--finetune-epochs" in recorded["evaluate"] and "--resume" in recorded["train"]
+    smoke = SCALES["smoke"]
+    monkeypatch.setitem(SCALES, "smoke", dataclasses.replace(smoke, evaluate=(*smoke.evaluate, "--pgd-steps", "2")))
+    with pytest.raises(UsageError, match="crop-empssl-free was run with other evaluate arguments"):
+        reproduce(argv)

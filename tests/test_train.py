@@ -80,10 +80,12 @@ def test_free_perturbation_persists_across_minibatches_in_ball_and_box(tmp_path,
     steps_before = t.step
     seen = []
     original = adversary.perturb
-    adversary.perturb = lambda x: (seen.append(adversary.delta.clone()), original(x))[1]
+    adversary.perturb = lambda x: (seen.append((x.detach().clone(), original(x))), seen[-1][1])[1]
     t.train_step(t.images[16:32])
-    # The first replay of the next minibatch starts from the carried perturbation (made valid for the new views).
-    assert torch.count_nonzero(seen[0]) > 0 and (seen[0] - after_first).abs().max() <= 8 / 255 + 1e-6
+    # The first replay of the next minibatch starts from the carried perturbation, made valid for the new views.
+    views, first_input = seen[0]
+    torch.testing.assert_close(first_input.detach(), (views + after_first).clamp(0, 1), rtol=0, atol=1e-6)
+    assert not torch.equal(first_input.detach(), views)
     assert t.step == steps_before + 2
     assert adversary.delta.abs().max() <= 8 / 255 + 1e-6
 

@@ -6,7 +6,8 @@ from conftest import run_script
 from utils.checkpoint import load_checkpoint
 from utils.data import load_dataset
 from utils.evaluate import load_encoder
-from utils.tsne import attack_features, tsne
+from utils.blocks import encoder_for
+from utils.tsne import attack_features, method_of, tsne
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +32,11 @@ def test_attack_moves_features_and_a_zero_step_start_free_attack_does_not(encode
                                  generator=torch.Generator().manual_seed(0))
     assert clean.shape == adv.shape == (12, 32)
     assert F.cosine_similarity(clean, adv, dim=1).max() < 1 - 1e-4
-    clean0, adv0 = attack_features(encoder, images, 8 / 255, 0, batch_size=5, random_start=False)
-    assert torch.equal(clean0, adv0) and torch.equal(clean0, clean)
+    with torch.no_grad():
+        direct = encoder.features(images.float() / 255)  # all 12 at once, the encoder in eval mode
+    torch.testing.assert_close(clean, direct)
+    _, adv0 = attack_features(encoder, images, 8 / 255, 0, batch_size=5, random_start=False)
+    torch.testing.assert_close(adv0, direct)
 
 
 def test_attack_climbs_the_distance_it_maximises(encoder_and_images):
@@ -45,12 +49,15 @@ def test_attack_climbs_the_distance_it_maximises(encoder_and_images):
     assert distance(5) > 1.5 * distance(0)  # beyond what the random start alone gives
 
 
-def test_tool_writes_a_png_named_by_features_and_eps(checkpoint, capsys):
+def test_tool_writes_a_png_named_by_every_setting_and_another_setting_never_overwrites_it(checkpoint, capsys):
     out = tsne([str(checkpoint), "--n", "40", "--steps", "2", "--device", "cpu"])
-    assert out == checkpoint.parent / "tsne-pre-eps8-255-pgd2-n40-seed0.png"
+    assert out == checkpoint.parent / "tsne-cifar10-pre-eps8-255-pgd2-n40-lines100-seed0.png"
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000
     printed = capsys.readouterr().out
     assert "PGD-2 at eps 8/255" in printed and "(40 test images)" in printed
+    picture = out.read_bytes()
+    other = tsne([str(checkpoint), "--n", "40", "--steps", "2", "--device", "cpu", "--lines", "5"])
+    assert other.name == "tsne-cifar10-pre-eps8-255-pgd2-n40-lines5-seed0.png" and out.read_bytes() == picture
 
 
 def test_report_draws_it_too(checkpoint, tmp_path):
@@ -65,8 +72,11 @@ def test_bare_state_dict_gets_its_method_from_the_projection(checkpoint, tiny_da
     torch.save({f"module.{k}": v for k, v in load_checkpoint(checkpoint)["model"].items()}, bare)
     out = tsne([str(bare), "--n", "20", "--steps", "1", "--features", "backbone", "--eps", "4/255",
                 "--data-dir", str(tiny_data), "--device", "cpu", "--out", str(tmp_path / "pics" / "t.png")])
-    assert out == tmp_path / "pics" / "t.png" and out.stat().st_size > 0
+    assert out == tmp_path / "pics" / "t.png" and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "backbone features" in capsys.readouterr().out
+    assert method_of(load_checkpoint(bare), bare) == "empssl"
+    torch.save(encoder_for("simclr", width=8, hidden_dim=32).state_dict(), tmp_path / "simclr.pt")
+    assert method_of(load_checkpoint(tmp_path / "simclr.pt"), tmp_path / "simclr.pt") == "simclr"
 
 
 def test_missing_checkpoint_is_a_one_line_error(tmp_path):

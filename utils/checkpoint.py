@@ -1,4 +1,6 @@
 """Checkpoints: written atomically, read without ever running code from the file."""
+import hashlib
+import io
 import os
 import pickle
 from pathlib import Path
@@ -41,13 +43,28 @@ def load_checkpoint(path, map_location="cpu") -> dict:
     ``train_seconds``, ...). A bare state dict (the original code's format) comes back as
     ``{"model": state_dict}``; callers decide what it is. Anything unreadable raises ``UsageError``.
     """
+    return load_checkpoint_and_digest(path, map_location)[0]
+
+
+def checkpoint_file(path) -> Path:
+    """The file a checkpoint argument names: a run directory's ``last.pt``, else the path itself."""
     path = Path(path)
-    if path.is_dir():
-        path = path / "last.pt"
+    return path / "last.pt" if path.is_dir() else path
+
+
+def load_checkpoint_and_digest(path, map_location="cpu"):
+    """(``load_checkpoint``'s dict, sha1 hex digest of the bytes it was loaded from). The file is read once, so
+    the digest names what was loaded even when a live run replaces the file meanwhile."""
+    path = checkpoint_file(path)
     if not path.is_file():
         raise UsageError(f"no checkpoint at {path}; pass the path of a .pt file written by a training script")
+    data = path.read_bytes()
+    return _checkpoint_dict(data, path, map_location), hashlib.sha1(data).hexdigest()
+
+
+def _checkpoint_dict(data: bytes, path, map_location) -> dict:
     try:
-        obj = torch.load(path, map_location=map_location, weights_only=True)
+        obj = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else "unsupported content"
         raise UsageError(f"refusing to load {path}: it holds more than tensors and plain values ({first[:120]})") from None

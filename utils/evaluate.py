@@ -9,6 +9,7 @@ robust only when it is classified correctly both clean and under attack. Each ev
 as the ``.pt`` of the same name.
 """
 import hashlib
+import itertools
 import json
 import sys
 import time
@@ -17,21 +18,20 @@ from typing import NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 from tqdm import tqdm
 
 from attacks import autoattack_cascade, pgd_linf
-from augment import MultiViewAugment
-from models import ARCHS, build_encoder
+from models import ARCHS
 
-from .checkpoint import clean_state_dict, load_checkpoint, save_checkpoint
+from .blocks import augment_for, encoder_for
+from .checkpoint import checkpoint_file, clean_state_dict, load_checkpoint_and_digest, save_checkpoint
 from .cli import (Parser, default_data_dir, eps_label, nonneg_int, nonneg_float, note_batch_size, positive_float,
                   positive_int, radius, run_main)
 from .data import DATASETS, load_dataset, stratified_subset
 from .errors import UsageError
-from .finetune import PROTOCOLS, Classifier
+from .finetune import PROTOCOLS, Classifier, linear_head
 from .methods import METHODS
-from .run import make_dir, plain, resolve_device, write_json
+from .run import folder_lock, make_dir, plain, resolve_device, write_json
 
 SWEEP = [k / 255 for k in (0, 1, 2, 4, 8, 16)]
 
@@ -68,7 +68,7 @@ def _finetune_flags(g):
     g.add_argument("--features", choices=("pre", "backbone"), default="pre",
                    help="pre: the pre_feature output (hidden-dim); backbone: the pooled ResNet output (the benchmark's)")
     g.add_argument("--finetune-epochs", type=positive_int, default=25)
-    g.add_argument("--finetune-lr", type=positive_float, default=None, help="SGD learning rate (default: slf/alf 0.01, aff 0.1)")
+    g.add_argument("--finetune-lr", type=positive_float, default=None, help="SGD learning rate (default: slf/alf 0.01, on cifar100 0.05; aff 0.1)")
     g.add_argument("--finetune-batch-size", type=positive_int, default=None, help="(default: slf/alf 512, aff 128)")
     g.add_argument("--momentum", type=nonneg_float, default=0.9)
     g.add_argument("--weight-decay", type=nonneg_float, default=2e-4)
@@ -95,15 +95,25 @@ def _test_flags(g, method):
                    help="AutoAttack a stratified sample of N test images (default: all)")
 
 
-def parse_args(method: str, argv):
-    """Flags with the chosen protocol's defaults filled in."""
+def parse_args(method: str, argv, data=None):
+    """Flags with the chosen protocol's defaults filled in for ``data`` (default: --data, else cifar10)."""
     args = build_parser(method).parse_args(argv)
+    return fill_protocol_defaults(args, data or args.data or "cifar10")
+
+
+def fill_protocol_defaults(args, data: str):
+    """The protocol's benchmark settings where no flag gave them, the learning rate the benchmark's for ``data``."""
     protocol = PROTOCOLS[args.protocol]
-    for name, value in (("finetune_lr", protocol.lr), ("finetune_batch_size", protocol.batch_size),
+    for name, value in (("finetune_lr", protocol.lr_for(data)), ("finetune_batch_size", protocol.batch_size),
                         ("milestones", list(protocol.milestones))):
         if getattr(args, name) is None:
             setattr(args, name, value)
     return args
+
+
+def dataset_of(args, cfg) -> str:
+    """The dataset evaluated on: --data, else the one the encoder trained on."""
+    return args.data or cfg.get("data", "cifar10")
 
 
 def _arch_from_state(state):
@@ -126,8 +136,9 @@ def _original_code_config(path, state, method):
 
 
 def load_encoder(path, method: str):
-    """(encoder in eval mode with frozen parameters, metadata) from a project or original-code checkpoint."""
-    ckpt = load_checkpoint(path)
+    """(encoder in eval mode with frozen parameters, metadata) from a project or original-code checkpoint; the
+    metadata's ``sha1`` is the digest of the bytes the encoder was loaded from."""
+    ckpt, sha1 = load_checkpoint_and_digest(path)
     state = clean_state_dict(ckpt["model"])
     if "method" in ckpt and ckpt["method"] != method:
         raise UsageError(f"{path} is a {ckpt['method']} checkpoint ({ckpt['config'].get('script', '?')}.py); "
@@ -138,13 +149,13 @@ def load_encoder(path, method: str):
     cfg = ckpt["config"]
     if cfg["arch"] not in ARCHS:
         raise UsageError(f"{path} uses architecture {cfg['arch']!r}, which this project does not build")
-    encoder = build_encoder(method, cfg["arch"], cfg["width"], cfg["hidden_dim"])
+    encoder = encoder_for(method, cfg["arch"], cfg["width"], cfg["hidden_dim"])
     try:
         encoder.load_state_dict(state)
     except RuntimeError as e:
         raise UsageError(f"{path} does not match a {method} {cfg['arch']} encoder: {str(e).splitlines()[0]}") from None
     encoder.eval().requires_grad_(False)
-    return encoder, {k: ckpt.get(k) for k in ("method", "regime", "config", "train_seconds", "epoch")}
+    return encoder, {**{k: ckpt.get(k) for k in ("method", "regime", "config", "train_seconds", "epoch")}, "sha1": sha1}
 
 
 def index_digest(index: torch.Tensor) -> str:
@@ -173,7 +184,7 @@ class Data(NamedTuple):
 
 def load_data(args, cfg) -> Data:
     """Train and test images cut to the asked stratified subsets, and the AutoAttack sample."""
-    name, root = args.data or cfg.get("data", "cifar10"), args.data_dir or cfg.get("data_dir") or default_data_dir() or "data"
+    name, root = dataset_of(args, cfg), args.data_dir or cfg.get("data_dir") or default_data_dir() or "data"
     train_x, train_y = load_dataset(name, root, train=True, download=args.download)
     test_x, test_y = load_dataset(name, root, train=False, download=args.download)
     train_idx, train_rec = _sample(train_y, args.subset_train, args.subset_seed, "--subset-train")
@@ -195,9 +206,9 @@ def build_classifier(encoder, args, cfg, num_classes, device) -> Classifier:
     if args.test_views > 1:
         scale = (cfg["scale_min"], cfg["scale_max"]) if cfg.get("scale_min") is not None else None
         ratio = (cfg["ratio_min"], cfg["ratio_max"]) if cfg.get("ratio_min") is not None else None
-        augment = MultiViewAugment(args.test_views, cfg["method"], cfg.get("preset", "crop"), scale=scale, ratio=ratio)
+        augment = augment_for(args.test_views, cfg["method"], cfg.get("preset", "crop"), scale=scale, ratio=ratio)
         views = augment.sample_params(1, "cpu", generator=torch.Generator().manual_seed(args.seed)).to(device)
-    head = nn.Linear(encoder.feature_dim(args.features), num_classes)
+    head = linear_head(encoder.feature_dim(args.features), num_classes)
     return Classifier(encoder, head, args.features, augment, views).to(device).eval()
 
 
@@ -263,38 +274,31 @@ def fit_and_test(model: Classifier, data: Data, args, device) -> dict:
 
 def result_paths(args, out_dir: Path):
     """(JSON, fitted .pt): one pair per (protocol, features, views, checkpoint), so evaluations side by side
-    never overwrite each other."""
-    ckpt = Path(args.checkpoint)
-    stem = "last" if ckpt.is_dir() else ckpt.stem
-    name = f"eval-{args.protocol}-{args.features}-v{args.test_views}-{stem}"
+    never overwrite each other. A run directory is named by the file evaluated in it, ``last``."""
+    name = f"eval-{args.protocol}-{args.features}-v{args.test_views}-{checkpoint_file(args.checkpoint).stem}"
     return out_dir / f"{name}.json", out_dir / f"{name}.pt"
 
 
 # Settings that do not change what an evaluation measures: rerunning with other values is the same evaluation.
 # The checkpoint is compared by what it holds (``checkpoint_identity``), not by how its path was written.
-SAME_EVALUATION = ("out", "device", "batch_size", "download", "checkpoint")
+# --batch-size and --device are not among them: PGD's random starts and AutoAttack's seeding are drawn per
+# batch, on the device.
+SAME_EVALUATION = ("out", "download", "checkpoint")
 
 
 def checkpoint_identity(path, meta) -> dict:
-    """Which training state was evaluated: the file, its epoch and a digest of its bytes (a run's last.pt
-    changes as it trains on)."""
-    path = Path(path)
-    path = (path / "last.pt" if path.is_dir() else path).resolve()
-    digest = hashlib.sha1()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return {"file": str(path), "epoch": meta["epoch"], "sha1": digest.hexdigest()[:16]}
+    """Which training state was evaluated: the file, its epoch and the digest of the bytes the encoder was
+    loaded from (a run's last.pt changes as it trains on)."""
+    return {"file": str(checkpoint_file(path).resolve()), "epoch": meta["epoch"], "sha1": meta["sha1"][:16]}
 
 
-def refuse_to_replace_another_evaluation(json_path, args, identity):
-    """A result file is replaced only by a rerun of the same evaluation of the same checkpoint state."""
-    if not json_path.is_file():
-        return
+def another_evaluation(json_path, args, identity):
+    """Why the result file ``json_path`` holds another evaluation than this one, or None where it is absent,
+    unreadable (nothing worth keeping) or a rerun of this evaluation of the same checkpoint state."""
     try:
         earlier = json.loads(json_path.read_text())
     except (OSError, json.JSONDecodeError):
-        return  # unreadable: nothing worth keeping
+        return None
     now = json.loads(json.dumps(plain(vars(args))))
     settings = earlier.get("settings", {})
     changed = [(f"--{k.replace('_', '-')} was {settings.get(k)}") for k in now
@@ -302,8 +306,32 @@ def refuse_to_replace_another_evaluation(json_path, args, identity):
     if earlier.get("checkpoint_identity") != identity:
         changed.insert(0, f"it evaluated {earlier.get('checkpoint_identity', {}).get('file', 'another checkpoint')} "
                           f"at epoch {earlier.get('checkpoint_identity', {}).get('epoch')}")
-    if changed:
-        raise UsageError(f"{json_path} holds another evaluation ({changed[0]}); pass --out NEW_FOLDER to keep both")
+    return changed[0] if changed else None
+
+
+def refuse_to_replace_another_evaluation(json_path, args, identity):
+    """A result file is replaced only by a rerun of the same evaluation of the same checkpoint state."""
+    reason = another_evaluation(json_path, args, identity)
+    if reason:
+        raise UsageError(f"{json_path} holds another evaluation ({reason}); pass --out NEW_FOLDER to keep both")
+
+
+def save_result(result, model: Classifier, args, num_classes, json_path, identity):
+    """Writes the result and its fitted model; returns their paths. The name is checked again under the
+    folder's lock, since an evaluation started alongside may have taken it since this one began: then this
+    one takes the next free name (``NAME-2.json``, ...) rather than replace the other's pair."""
+    with folder_lock(json_path.parent):
+        path = json_path
+        for k in itertools.count(2):
+            if another_evaluation(path, args, identity) is None:
+                break
+            path = json_path.with_name(f"{json_path.stem}-{k}.json")
+        write_json(path, result, exclusive=not path.exists())
+        save_fitted(model, args, num_classes, path.with_suffix(".pt"))
+    if path != json_path:
+        print(f"note: {json_path.name} was written by another evaluation while this one ran; this one is "
+              f"{path.name}", file=sys.stderr)
+    return path, path.with_suffix(".pt")
 
 
 def save_fitted(model: Classifier, args, num_classes, path) -> None:
@@ -316,20 +344,20 @@ def save_fitted(model: Classifier, args, num_classes, path) -> None:
 
 
 def evaluate(method: str, argv=None):
-    args = parse_args(method, sys.argv[1:] if argv is None else argv)
+    args = build_parser(method).parse_args(sys.argv[1:] if argv is None else argv)
     started = time.monotonic()
     note_batch_size(args.batch_size)
     torch.manual_seed(args.seed)
     device = resolve_device(args.device)
     encoder, meta = load_encoder(args.checkpoint, method)
+    fill_protocol_defaults(args, dataset_of(args, meta["config"]))
     data = load_data(args, meta["config"])
     num_classes = int(max(data.train_y.max(), data.test_y.max())) + 1
     if args.autoattack and num_classes < 10:  # checked before fine-tuning, not after it
         raise UsageError(f"--autoattack: standard AutoAttack targets the 9 classes after the true one, so it needs at "
                          f"least 10 classes; this data has {num_classes}")
-    ckpt_path = Path(args.checkpoint)
-    out_dir = make_dir(args.out or (ckpt_path if ckpt_path.is_dir() else ckpt_path.parent))
-    json_path, fitted_path = result_paths(args, out_dir)
+    ckpt_path = checkpoint_file(args.checkpoint)
+    json_path, _ = result_paths(args, make_dir(args.out or ckpt_path.parent))
     identity = checkpoint_identity(args.checkpoint, meta)
     refuse_to_replace_another_evaluation(json_path, args, identity)
     model = build_classifier(encoder.to(device), args, meta["config"], num_classes, device)
@@ -338,8 +366,7 @@ def evaluate(method: str, argv=None):
               "features": args.features, "test_views": args.test_views, **fit_and_test(model, data, args, device),
               "subsets": data.subsets, "train_seconds": meta["train_seconds"], "train_config": meta["config"],
               "seconds": round(time.monotonic() - started, 1), "settings": dict(vars(args))}
-    save_fitted(model, args, num_classes, fitted_path)
-    write_json(json_path, result)
+    json_path, fitted_path = save_result(result, model, args, num_classes, json_path, identity)
     _print_row(result, ckpt_path, json_path, fitted_path)
     return result
 

@@ -38,6 +38,14 @@ def crop_flip(x: torch.Tensor, top, left, flip, pad: int = 4) -> torch.Tensor:
     return padded[batch, channel, rows.view(b, 1, h, 1), cols.view(b, 1, 1, w)]
 
 
+def linear_head(in_features: int, num_classes: int) -> nn.Linear:
+    """The linear head, weights and bias at zero: where the benchmark's fine-tuning starts."""
+    head = nn.Linear(in_features, num_classes)
+    nn.init.zeros_(head.weight)
+    nn.init.zeros_(head.bias)
+    return head
+
+
 class Classifier(nn.Module):
     """Images (B, 3, H, W) in [0, 1] -> logits (B, K): a linear head on the encoder's ``feature_kind`` output.
 
@@ -164,11 +172,15 @@ class Protocol:
     batch_size: int
     milestones: tuple
     description: str
+    lr_by_data: tuple = ()  # (dataset, learning rate) pairs where the benchmark uses another rate
+
+    def lr_for(self, data: str) -> float:
+        return dict(self.lr_by_data).get(data, self.lr)
 
 
 # The benchmark's settings; every one can be overridden by a flag.
 PROTOCOLS = {
-    "slf": Protocol(fit_slf, 0.01, 512, (10, 20), "standard linear fine-tuning"),
-    "alf": Protocol(fit_alf, 0.01, 512, (10, 20), "adversarial linear fine-tuning"),
+    "slf": Protocol(fit_slf, 0.01, 512, (10, 20), "standard linear fine-tuning", (("cifar100", 0.05),)),
+    "alf": Protocol(fit_alf, 0.01, 512, (10, 20), "adversarial linear fine-tuning", (("cifar100", 0.05),)),
     "aff": Protocol(fit_aff, 0.1, 128, (15, 20), "adversarial full fine-tuning (TRADES)"),
 }

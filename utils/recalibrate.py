@@ -15,8 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from augment import MultiViewAugment
-
+from .blocks import augment_for, encoder_for
 from .checkpoint import clean_state_dict, load_checkpoint, save_checkpoint
 from .cli import Parser, positive_int, run_main
 from .data import load_dataset, stratified_subset
@@ -47,7 +46,9 @@ def recalibrate_bn(model: nn.Module, batches) -> None:
 def clean_view_batches(cfg, images, seed):
     """The run's views of ``images`` (uint8), unperturbed, one training forward's input at a time (a training
     batch's views, or each view of it where the run forwarded views one by one)."""
-    augment = MultiViewAugment(cfg["num_views"], cfg["method"], cfg["preset"])
+    scale = (cfg["scale_min"], cfg["scale_max"]) if cfg.get("scale_min") is not None else None
+    ratio = (cfg["ratio_min"], cfg["ratio_max"]) if cfg.get("ratio_min") is not None else None
+    augment = augment_for(cfg["num_views"], cfg["method"], cfg["preset"], scale=scale, ratio=ratio)
     method = METHODS.lookup(cfg["method"])(cfg)
     per_view = cfg.get("per_view_forward", method.per_view_forward)
     torch.manual_seed(seed)
@@ -65,9 +66,7 @@ def recalibrate(argv=None):
     if "config" not in ckpt:
         raise UsageError(f"{args.checkpoint} is not a training checkpoint of this project; it has no run config")
     cfg = ckpt["config"]
-    from models import build_encoder
-
-    model = build_encoder(cfg["method"], cfg["arch"], cfg["width"], cfg["hidden_dim"])
+    model = encoder_for(cfg["method"], cfg["arch"], cfg["width"], cfg["hidden_dim"])
     model.load_state_dict(clean_state_dict(ckpt["model"]))
     images, labels = load_dataset(cfg["data"], args.data_dir or cfg["data_dir"], train=True)
     images = images[stratified_subset(labels, min(args.images, len(images)), 0)]

@@ -8,10 +8,13 @@ import sys
 from fractions import Fraction
 from pathlib import Path
 
-from .cli import Parser, run_main
+from .cli import Parser, eps_label, radius, run_main
 from .errors import UsageError
+from .evaluate import build_parser, fill_protocol_defaults
+from .finetune import PROTOCOLS
 from .methods import METHODS
 from .regimes import REGIMES
+from .run import plain
 
 PATTERNS = ("eval-*.json", "eval.json")
 PROTOCOL_ORDER = ("slf", "alf", "aff")
@@ -67,7 +70,8 @@ def model_name(r) -> str:
     name = f"{preset.capitalize()}-based {method_cls.display if method_cls else method} ({', '.join(details)})"
     alias = method_cls.aliases.get((preset, regime)) if method_cls else None
     name += f" = {alias}" if alias else ""
-    stem = Path(r.get("checkpoint", "last.pt")).stem
+    # The file evaluated, as the result's file name has it: a run directory given as the checkpoint is its last.pt.
+    stem = Path((r.get("checkpoint_identity") or {}).get("file") or r.get("checkpoint", "last.pt")).stem
     return name if stem in ("last", "") else f"{name} [{stem}]"
 
 
@@ -83,16 +87,48 @@ def eval_text(r) -> str:
     return text + (f", AutoAttack on {r['autoattack_samples']}" if "autoattack_samples" in r else "")
 
 
+# Settings no table column is for: where the files are (no local paths in tables) and what other columns show.
+NOT_SETTINGS = ("checkpoint", "out", "data_dir", "download", "protocol", "features", "test_views")
+
+
+def settings_text(r) -> str:
+    """The evaluation's settings that differ from its protocol's defaults, as flags ('--seed 1, --no-random-start'),
+    so that results that differ only there do not read alike; '-' where none does (or a result predates them)."""
+    settings, method = r.get("settings"), r.get("method")
+    if not settings or method not in METHODS or r.get("protocol") not in PROTOCOLS:
+        return "-"
+    parser = build_parser(method)
+    data = settings.get("data") or (r.get("train_config") or {}).get("data", "cifar10")
+    defaults = vars(fill_protocol_defaults(parser.parse_args(["--checkpoint", "-", "--protocol", r["protocol"]]), data))
+    actions = {a.dest: a for a in parser._actions}
+    changed = [flag_text(actions[k], v) for k, v in settings.items()
+               if k in actions and k not in NOT_SETTINGS and _json(v) != _json(defaults[k])]
+    return ", ".join(changed) or "-"
+
+
+def flag_text(action, value) -> str:
+    if action.nargs == 0:  # a switch: its flag alone says it
+        return action.option_strings[0]
+    values = value if isinstance(value, list) else [value]
+    shown = [eps_label(v) if action.type is radius else str(v) for v in values]
+    return " ".join([action.option_strings[0], *shown])
+
+
+def _json(value):
+    return json.loads(json.dumps(plain(value)))
+
+
 def table(results) -> str:
     aa_keys = sorted({k for r in results for k in r.get("autoattack", {})}, key=lambda k: float(Fraction(k)))
     header = ["Model", "Protocol", "Features", "Views", "Clean", "PGD(4/255)", "PGD(8/255)"]
-    header += [f"AutoAttack({k})" for k in aa_keys] + ["Time (min)", "Evaluation", "n_test"]
+    header += [f"AutoAttack({k})" for k in aa_keys] + ["Time (min)", "Evaluation", "Settings", "n_test"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in sorted(results, key=_order):
         minutes = f"{r['train_seconds'] / 60:.1f}" if r.get("train_seconds") is not None else "-"
         cells = [model_name(r), *map(str, protocol_of(r)), f"{r['clean']:.2f}", _get(r["pgd"], "4/255"),
                  _get(r["pgd"], "8/255")]
-        cells += [_get(r.get("autoattack", {}), k) for k in aa_keys] + [minutes, eval_text(r), str(r.get("n_test", "?"))]
+        cells += [_get(r.get("autoattack", {}), k) for k in aa_keys]
+        cells += [minutes, eval_text(r), settings_text(r), str(r.get("n_test", "?"))]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

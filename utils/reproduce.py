@@ -7,9 +7,12 @@ Rows: every row of the seed's table that a registered method declares (``Method.
 standard training as the no-defence baseline. Each row trains through its own ``main_*.py`` script (with
 ``--resume auto``, so an interrupted row continues), is evaluated by ``evaluate_<method>.py`` (SLF, PGD-20 at
 4/255 and 8/255, AutoAttack at the small and full scales), and the command ends by writing
-``OUT/results.md`` (our numbers beside the paper's) and ``OUT/results.png``. A row whose result file exists is
-skipped; a failed row is reported and the others still run.
+``OUT/results.md`` (our numbers beside the paper's) and ``OUT/results.png``. ``OUT/reproduce.json`` keeps the
+plan and each row's training and evaluation arguments; a later invocation with other arguments for a row is
+refused. A row whose result evaluated the bytes of its ``train/last.pt`` is skipped; one whose result evaluated
+another checkpoint is reported, as is a failed row, and the others still run.
 """
+import hashlib
 import json
 import math
 import subprocess
@@ -24,7 +27,7 @@ from .data import DATASETS
 from .errors import UsageError
 from .methods import METHODS
 from .regimes import REGIMES
-from .run import machine, read_jsonl, resolve_device
+from .run import machine, read_jsonl, resolve_device, write_json
 from .train import parse_config, script_of
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -136,7 +139,7 @@ def run_row(row, scale, args) -> str:
     """'done' (already there), 'ok', or the step that failed; logs go to OUT/<row>/log.txt."""
     folder = row_dir(args, row)
     if (folder / RESULT).is_file():
-        return "done"
+        return finished_status(folder)
     folder.mkdir(parents=True, exist_ok=True)
     log = folder / "log.txt"
     trainer = entry(row.script, f"from utils.train import main; main({row.method!r}, {row.regime!r})")
@@ -148,16 +151,42 @@ def run_row(row, scale, args) -> str:
     return "ok"
 
 
-def check_plan(args):
-    """One output folder holds one scale, seed and dataset: finished rows of another would be skipped as done."""
+def finished_status(folder) -> str:
+    """'done' when the row's result evaluated the bytes its train/last.pt holds now, else why not."""
+    last = folder / "train" / "last.pt"
+    evaluated = (json.loads((folder / RESULT).read_text()).get("checkpoint_identity") or {}).get("sha1")
+    if not evaluated or not last.is_file() or not file_sha1(last).startswith(evaluated):
+        return f"{folder / RESULT} evaluated another checkpoint than {last}; move the result aside to evaluate it again"
+    return "done"
+
+
+def file_sha1(path) -> str:
+    digest = hashlib.sha1()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_plan(args, rows, scale):
+    """One output folder holds one plan: its scale, seed and dataset, and each row's training and evaluation
+    arguments (OUT/reproduce.json). A finished row of another plan would otherwise be taken as done."""
     plan = {"scale": args.scale, "seed": args.seed, "data": args.data, "data_dir": args.data_dir}
     path = Path(args.out) / "reproduce.json"
-    if path.is_file() and json.loads(path.read_text()) != plan:
-        earlier = json.loads(path.read_text())
+    earlier = json.loads(path.read_text()) if path.is_file() else {}
+    recorded = earlier.pop("rows", {})
+    if earlier and earlier != plan:
         raise UsageError(f"{args.out} holds rows of another plan ({', '.join(f'{k} {v}' for k, v in earlier.items())}); "
                          f"choose another --out")
+    for row in rows:
+        now = {"train": train_argv(row, scale, args), "evaluate": eval_argv(row, scale, args)}
+        before = recorded.setdefault(row.key, now)
+        changed = [part for part in now if before.get(part) != now[part]]
+        if changed:
+            raise UsageError(f"{row_dir(args, row)} was run with other {changed[0]} arguments "
+                             f"({' '.join(before.get(changed[0]) or [])}); choose another --out")
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(plan, indent=2) + "\n")
+    write_json(path, {**plan, "rows": recorded})
 
 
 def reproduce(argv=None):
@@ -168,7 +197,7 @@ def reproduce(argv=None):
     costs = [cost(row, scale, args) for row in rows]
     if args.dry_run:
         return print_plan(rows, costs, scale, args)
-    check_plan(args)
+    check_plan(args, rows, scale)
     started, failures, spent = time.monotonic(), {}, 0.0
     for k, (row, units) in enumerate(zip(rows, costs)):
         elapsed = time.monotonic() - started

@@ -1,9 +1,12 @@
 """Run directories, device selection and JSON files."""
+import fcntl
 import json
 import math
 import os
 import platform
 import time
+import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -69,11 +72,43 @@ def plain(value):
     return value
 
 
-def write_json(path, obj) -> None:
+def write_json(path, obj, exclusive=False) -> None:
+    """Writes ``obj`` atomically. With ``exclusive``, only if ``path`` does not exist yet: FileExistsError
+    otherwise, and nothing is replaced."""
+    write_text_atomic(path, json.dumps(plain(obj), indent=2) + "\n", exclusive)
+
+
+def write_jsonl(path, rows) -> None:
+    """All of ``rows``, one JSON line each, at once: an interruption leaves the old file or the new one."""
+    write_text_atomic(path, "".join(json.dumps(plain(r)) + "\n" for r in rows))
+
+
+def write_text_atomic(path, text: str, exclusive=False) -> None:
+    """``text`` to ``path`` through a temporary file of this writer's own (two writers never share one), then
+    renamed over ``path`` or, with ``exclusive``, linked to it (a link is never made over an existing file)."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(plain(obj), indent=2) + "\n")
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        with open(tmp, "x") as fh:
+            fh.write(text)
+        if exclusive:
+            os.link(tmp, path)
+        else:
+            os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def folder_lock(folder):
+    """An exclusive lock on ``folder`` for the block: writers that check a name and then write it take turns.
+    The system releases it if the process dies, so no stale lock is ever left behind."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def read_jsonl(path) -> list:

@@ -14,10 +14,11 @@ from pathlib import Path
 
 import torch
 
-from augment import PRESETS, MultiViewAugment
-from models import ARCHS, build_encoder
+from augment import PRESETS
+from models import ARCHS
 
 from . import distributed as dist
+from .blocks import augment_for, encoder_for
 from .checkpoint import clean_state_dict, load_checkpoint, save_checkpoint
 from .cli import (BoolFlag, Parser, default_data_dir, nonneg_float, nonneg_int, note_batch_size, positive_float,
                   positive_int, run_main)
@@ -28,7 +29,7 @@ from .knn import KNNMonitor
 from .methods import METHODS
 from .optim import LARS, cosine_lr
 from .regimes import REGIMES
-from .run import append_jsonl, make_dir, new_run_dir, read_jsonl, resolve_device, write_json
+from .run import append_jsonl, make_dir, new_run_dir, read_jsonl, resolve_device, write_json, write_jsonl
 
 # Settings a resumed run may change: where and how it runs, not what it computes.
 RUN_LEVEL = ("device", "log_every", "out_dir", "checkpoint_minutes", "compile", "resume", "data_dir", "download",
@@ -265,7 +266,7 @@ class Trainer:
         self.log_every = cfg["log_every"] or (50 if cuda else 1)
         torch.manual_seed(cfg["seed"])
         self.method = METHODS.lookup(cfg["method"])(cfg)
-        self.model = build_encoder(cfg["method"], cfg["arch"], cfg["width"], cfg["hidden_dim"]).to(self.device)
+        self.model = encoder_for(cfg["method"], cfg["arch"], cfg["width"], cfg["hidden_dim"]).to(self.device)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.optimizer = LARS(self.model.parameters(), cfg["lr"], cfg["momentum"], cfg["weight_decay"], cfg["lars_eta"])
@@ -278,7 +279,7 @@ class Trainer:
         cfg = self.cfg
         scale = (cfg["scale_min"], cfg["scale_max"]) if cfg["scale_min"] is not None else None
         ratio = (cfg["ratio_min"], cfg["ratio_max"]) if cfg["ratio_min"] is not None else None
-        self.augment = MultiViewAugment(cfg["num_views"], cfg["method"], cfg["preset"], scale=scale, ratio=ratio)
+        self.augment = augment_for(cfg["num_views"], cfg["method"], cfg["preset"], scale=scale, ratio=ratio)
         clean_views = self.method.clean_views if cfg.get("clean_views") is None else cfg["clean_views"]
         if clean_views >= cfg["num_views"]:
             raise UsageError(f"--clean-views {clean_views} leaves no view of the {cfg['num_views']} to perturb; "
@@ -459,9 +460,7 @@ def carry_metrics(source_dir, out_dir, epochs):
     target = Path(out_dir) / "metrics.jsonl"
     if target.exists() and source.resolve() != target.resolve():
         return
-    target.unlink(missing_ok=True)
-    for record in rows:
-        append_jsonl(target, record)
+    write_jsonl(target, rows)  # replaced whole: an interruption here leaves the old rows, not a part of them
 
 
 def train(method: str, regime: str, argv=None, defaults=None):

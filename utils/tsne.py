@@ -38,7 +38,8 @@ def build_parser() -> Parser:
                    help="dataset root (default: the training run's, $CFAMC_DATA_DIR, ./data)")
     p.add_argument("--batch-size", type=positive_int, default=250, help="images per attack batch")
     p.add_argument("--out", type=Path, default=None,
-                   help="PNG to write (default: tsne-<features>-eps<eps>-pgd<steps>-n<n>-seed<seed>.png beside the checkpoint)")
+                   help="PNG to write (default: tsne-<data>-<features>-eps<eps>-pgd<steps>-n<n>-lines<lines>-seed<seed>.png "
+                        "beside the checkpoint)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--seed", type=int, default=0, help="picks the images, the PGD start and the t-SNE start")
     return p
@@ -56,14 +57,15 @@ def method_of(ckpt: dict, path) -> str:
 
 
 def load_inputs(args):
-    """(encoder in eval mode, test images uint8 (n, 3, 32, 32), labels int64 (n,)) for the parsed ``args``."""
+    """(encoder in eval mode, test images uint8 (n, 3, 32, 32), labels int64 (n,), the dataset's name) for the
+    parsed ``args``."""
     encoder, meta = load_encoder(args.checkpoint, method_of(load_checkpoint(args.checkpoint), args.checkpoint))
     cfg = meta["config"]
     data = args.data or cfg.get("data", "cifar10")
     data_dir = args.data_dir or cfg.get("data_dir") or default_data_dir() or "data"
     images, labels = load_dataset(data, data_dir, train=False)
     pick = stratified_subset(labels, min(args.n, len(labels)), args.seed)
-    return encoder, images[pick], labels[pick]
+    return encoder, images[pick], labels[pick], data
 
 
 def attack_features(encoder, images, eps, steps, kind="pre", batch_size=250, device="cpu", random_start=True,
@@ -142,7 +144,7 @@ def tsne(argv=None) -> Path:
     """The command line (``argv``: its arguments; None: sys.argv's). Returns the path of the PNG written."""
     args = build_parser().parse_args(argv)
     device = resolve_device(args.device)
-    encoder, images, labels = load_inputs(args)
+    encoder, images, labels, data = load_inputs(args)
     generator = torch.Generator(device).manual_seed(args.seed)
     clean, adv = attack_features(encoder.to(device), images, args.eps, args.steps, args.features, args.batch_size,
                                  device, generator=generator)
@@ -152,7 +154,8 @@ def tsne(argv=None) -> Path:
           f"({len(images)} test images)")
     checkpoint = Path(args.checkpoint)
     folder = checkpoint if checkpoint.is_dir() else checkpoint.parent
-    settings = f"{args.features}-eps{eps_label(args.eps).replace('/', '-')}-pgd{args.steps}-n{args.n}-seed{args.seed}"
+    settings = (f"{data}-{args.features}-eps{eps_label(args.eps).replace('/', '-')}-pgd{args.steps}-n{args.n}"
+                f"-lines{args.lines}-seed{args.seed}")
     out = args.out or folder / f"tsne-{settings}.png"  # one file per picture: another one never overwrites it
     title = f"{checkpoint.name}: {args.features} features, {attack}, mean cosine {cosine:.3f}"
     plot(embed_2d(clean, adv, args.seed), labels, args.lines, title, out, args.seed)

@@ -1,0 +1,26 @@
+"""The building blocks for a registered method: ``models`` and ``augment`` know no registry, so the method's
+name is resolved here into the embedding size and the augmentation settings they take."""
+from augment import MultiViewAugment, ReferenceAugment
+from models import Encoder, build_encoder
+
+from .methods import METHODS
+
+
+def encoder_for(method: str, arch: str = "resnet18", width: int = 64, hidden_dim: int = 4096) -> Encoder:
+    """``models.build_encoder`` with the method's embedding size."""
+    return build_encoder(METHODS.lookup(method).z_dim, arch, width, hidden_dim)
+
+
+def augment_settings(method: str, **overrides) -> dict:
+    """The method's augmentation settings (``Method.augment``) with the ``overrides`` that are not None."""
+    return {**METHODS.lookup(method).augment, **{k: v for k, v in overrides.items() if v is not None}}
+
+
+def augment_for(num_views: int, method: str, preset: str, **overrides) -> MultiViewAugment:
+    """``augment.MultiViewAugment`` with the method's settings; ``overrides`` (None: the method's) win."""
+    return MultiViewAugment(num_views, preset, **augment_settings(method, **overrides))
+
+
+def reference_for(num_views: int, method: str, preset: str, **overrides) -> ReferenceAugment:
+    """``augment.ReferenceAugment`` with the method's settings, the oracle of ``augment_for``'s views."""
+    return ReferenceAugment(num_views, preset, **augment_settings(method, **overrides))
