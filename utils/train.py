@@ -268,6 +268,8 @@ class Trainer:
         self.amp = cfg["precision"] == "bf16" or (cfg["precision"] == "auto" and cuda)
         self.channels_last = cfg["channels_last"] == "on" or (cfg["channels_last"] == "auto" and cuda)
         self.log_every = cfg["log_every"] or (50 if cuda else 1)
+        if cuda:
+            enable_cudnn_autotuning()
         torch.manual_seed(cfg["seed"])
         self.method = METHODS.lookup(cfg["method"])(cfg)
         self.model = build_encoder(cfg["method"], cfg["arch"], cfg["width"], cfg["hidden_dim"]).to(self.device)
@@ -446,6 +448,12 @@ class Trainer:
                   f"python {self.cfg['script']}.py --resume {self.out_dir}", file=sys.stderr)
         dist.shutdown()
         sys.exit(TIME_LIMIT_EXIT if timed_out else 128 + reason)
+
+
+def enable_cudnn_autotuning():
+    """Every training step has the same shapes, so cuDNN's one-off search for the fastest convolution
+    algorithms pays for itself within a few steps."""
+    torch.backends.cudnn.benchmark = True
 
 
 def carry_metrics(source_dir, out_dir, epochs):
