@@ -55,7 +55,7 @@ class Scale:
 
 FULL = Scale((), ("--batch-size", "1000"), ("--steps", "10", "--warmup", "3"), 1000, (10_000, 5000, 2000),
              {"machine": (15, 0), "data": (60, 0), "cuda_tests": (60, 0), "probe": (60, 0), "train": (None, 60),
-              "slf_pre": (90, 45), "slf_backbone": (90, 45), "autoattack": (180, 75), "autoattack_more": (None, 0)},
+              "slf_pre": (120, 60), "slf_backbone": (90, 50), "autoattack": (180, 80), "autoattack_more": (None, 0)},
              540, True)
 SMOKE = Scale(("--width", "4", "--hidden-dim", "16", "--subset", "64", "--batch-size", "16", "--num-views", "2",
                "--replays", "2", "--epochs", "2", "--knn-train", "64", "--knn-test", "20", "--device", "cpu"),
@@ -326,6 +326,7 @@ def evaluation(session, name, box, flags) -> dict:
     return {"key": train["key"], "json": str(path), "features": features, "clean": r["clean"], "pgd": r["pgd"],
             "n_test": r["n_test"], "n_train": r["n_train"], "autoattack": r.get("autoattack"),
             "autoattack_samples": r.get("autoattack_samples"), "stage_seconds": r["stage_seconds"],
+            "finetune_epochs": r["settings"]["finetune_epochs"],
             "seconds": r["seconds"]}
 
 
@@ -406,8 +407,9 @@ def results_table(done) -> list:
         rows.append(f"| CF-AMC-SSL, this session ({label}) | " + " | ".join(
             cells + [aa_cell if name == "slf_pre" else "-", "-" if knn is None else f"{knn:.1f}", mins, when]) + " |")
     rows.append(f"| CF-AMC-SSL, paper | {clean} | {pgd4} | {pgd8} | - | - | {minutes} | 10 epochs |")
-    n_test = (done.get("slf_pre") or {}).get("n_test", "-")
-    return rows + ["", f"SLF: 25 epochs on cached features of the training images, no augmentation; PGD-20 (step "
+    slf = done.get("slf_pre") or {}
+    n_test, epochs = slf.get("n_test", "-"), slf.get("finetune_epochs", "-")
+    return rows + ["", f"SLF: {epochs} epochs on cached features of the training images, no augmentation; PGD-20 (step "
                    f"eps/4, random start) on {n_test} test images; AutoAttack standard on a stratified sample. "
                    f"Training minutes count training steps only (no start-up, kNN or saves)"
                    + (f"; compile {'on' if train['compile'] else 'off'} ({train['device']})." if train and
