@@ -115,7 +115,7 @@ class Session:
 
     def __init__(self, args, scale):
         self.args, self.scale = args, scale
-        self.out = Path(args.out)
+        self.out = Path(args.out).resolve()  # the stages' processes run from the project's root
         (self.out / "logs").mkdir(parents=True, exist_ok=True)
         self.started, self.budget = time.monotonic(), args.budget or scale.budget
         path = self.out / "session.json"
