@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from utils.cli import eps_label, positive_float
+from utils.cli import positive_float, run_main
 from utils.data import DATASETS, load_dataset
 from utils.errors import UsageError
 from utils.methods import METHODS
@@ -125,8 +125,7 @@ class Session:
             raise UsageError(f"{self.out} holds a {self.record['scale']} session; choose another --out")
         self.record["scale"] = kind
         self.call = {"call": len(self.record["calls"]) + 1, "started": time.strftime("%Y-%m-%d %H:%M:%S"),
-                     "argv": args.argv, "budget_s": self.budget,
-                     "stages": []}
+                     "argv": args.argv, "budget_s": self.budget, "stages": []}
         self.record["calls"].append(self.call)
         self.results = {}
 
@@ -505,4 +504,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(1 if main() else 0)
+    sys.exit(1 if run_main(main) else 0)

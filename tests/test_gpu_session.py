@@ -3,10 +3,7 @@ and session.json rewritten complete after every stage."""
 import argparse
 import json
 import os
-import sys
 import time
-
-import pytest
 
 from benchmarks import gpu_session
 from conftest import run_script
