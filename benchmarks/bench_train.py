@@ -1,6 +1,6 @@
 """Training throughput of each script's default configuration, and the projected time of its full run.
 
-    python -m benchmarks.bench_train [--scripts main_empssl_free_adv ...] [--compile both] [--device cuda]
+    python -m benchmarks.bench_train [--scripts main_empssl_free_adv ...] [--compile both] [--device cuda] [--json F]
 
 For each script: images/s over --steps timed optimizer steps (after --warmup), epoch time on 50,000 images,
 peak device memory, model FLOP utilisation (forward + backward FLOPs counted by torch's FlopCounterMode,
@@ -9,6 +9,7 @@ Data are random uint8 images resident on the device, as in training. On the CPU 
 (--width 8 --hidden-dim 64 --batch-size 8 --num-views 2) to check that it runs.
 """
 import argparse
+import json
 import time
 
 import torch
@@ -22,6 +23,16 @@ from utils.train import Trainer, entry_scripts, parse_config
 from .common import print_table, sync
 
 TRAIN_IMAGES = 50_000
+# Dense bf16 peak of the chips this has run on, TFLOP/s, for MFU (the H200 is the H100's processor).
+PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0}
+
+
+def peak_tflops(device) -> float:
+    """The device's dense bf16 peak from ``PEAK_BF16_TFLOPS``, or None where it is not listed."""
+    if torch.device(device).type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((peak for chip, peak in PEAK_BF16_TFLOPS.items() if chip in name), None)
 
 
 def script_rows() -> dict:
@@ -43,8 +54,8 @@ def model_flops(trainer, views):
     return counter.get_total_flops()
 
 
-def bench(script, args, compile_model):
-    """One table row: the script's training step timed on random images, and its projected full run."""
+def measure(script, args, compile_model) -> dict:
+    """One script's throughput: images/s, FLOP/s, MFU, epoch and full-run time, peak memory, host sync."""
     method, regime, defaults, paper_min = script_rows()[script]
     batch = args.batch_size or defaults["batch_size"]
     cfg, given, _ = parse_config(method, regime, defaults, bench_argv(method, batch, args, compile_model))
@@ -64,10 +75,18 @@ def bench(script, args, compile_model):
     seconds = seconds_per_step(step, args.steps, device)
     flops = model_flops(trainer, trainer.augment(trainer.images[:batch])) * REGIMES[regime].passes_per_batch(cfg)
     epoch_s = seconds * (TRAIN_IMAGES // batch)
-    return [script + (" +compile" if compile_model else ""), f"{batch / seconds:.0f}", f"{epoch_s:.1f}",
-            f"{torch.cuda.max_memory_allocated(device) / 2**30:.1f}" if device.type == "cuda" else "-",
-            f"{100 * flops / seconds / (args.peak_tflops * 1e12):.1f}" if args.peak_tflops else "-",
-            f"{epoch_s * cfg['epochs'] / 60:.1f}", str(paper_min or "-"), host_sync]
+    return {"script": script, "compile": compile_model, "batch": batch, "step_seconds": seconds,
+            "images_per_s": batch / seconds, "flops_per_step": flops, "flop_per_s": flops / seconds,
+            "mfu": flops / seconds / (args.peak_tflops * 1e12) if args.peak_tflops else None,
+            "peak_tflops": args.peak_tflops, "epoch_s": epoch_s, "full_run_min": epoch_s * cfg["epochs"] / 60,
+            "paper_min": paper_min, "peak_gib": torch.cuda.max_memory_allocated(device) / 2**30
+            if device.type == "cuda" else None, "host_sync": host_sync, "machine": machine(device)}
+
+
+def row(m) -> list:
+    return [m["script"] + (" +compile" if m["compile"] else ""), f"{m['images_per_s']:.0f}", f"{m['epoch_s']:.1f}",
+            "-" if m["peak_gib"] is None else f"{m['peak_gib']:.1f}", "-" if m["mfu"] is None else f"{100 * m['mfu']:.1f}",
+            f"{m['full_run_min']:.1f}", str(m["paper_min"] or "-"), m["host_sync"]]
 
 
 def bench_argv(method, batch, args, compile_model) -> list:
@@ -117,13 +136,18 @@ def main(argv=None):
     p.add_argument("--peak-tflops", type=float, default=None,
                    help="device peak for MFU, e.g. 989 for H100 SXM dense bf16 (default: none on CPU)")
     p.add_argument("--out-dir", default="/tmp/bench_train")
+    p.add_argument("--json", default=None, help="also write the measurements to this JSON file")
     args = p.parse_args(argv)
-    if args.peak_tflops is None and args.device.startswith("cuda") and "H100" in torch.cuda.get_device_name():
-        args.peak_tflops = 989.0
+    if args.peak_tflops is None:
+        args.peak_tflops = peak_tflops(args.device)
     modes = {"off": [False], "on": [True], "both": [False, True]}[args.compile]
-    rows = [bench(s, args, c) for s in args.scripts for c in modes]
+    results = [measure(s, args, c) for s in args.scripts for c in modes]
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(results, fh, indent=2)
     print(f"width {args.width}, hidden {args.hidden_dim}, {machine(args.device)}")
-    print_table(["script", "img/s", "epoch s", "peak GiB", "MFU %", "full run min", "paper min", "host sync"], rows)
+    print_table(["script", "img/s", "epoch s", "peak GiB", "MFU %", "full run min", "paper min", "host sync"],
+                [row(m) for m in results])
 
 
 if __name__ == "__main__":

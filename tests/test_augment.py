@@ -411,6 +411,7 @@ def test_reference_pipeline_output_and_pil_helper():
         tensor_to_pil(x.float())
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_runs_without_host_sync_and_matches_cpu():
     x = (make_image(8, seed=16) * 255).round().to(torch.uint8)

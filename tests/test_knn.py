@@ -133,6 +133,7 @@ def test_bench_knn_runs(capsys):
     assert "kNN monitor (100 train / 20 test images)" in out and "main_empssl_free_adv" in out and "%" in out
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_on_cuda_same_predictions_and_cuda_rng_untouched(coloured):
     g = torch.Generator().manual_seed(4)

@@ -21,17 +21,24 @@ class NonFiniteLoss(UsageError):
     pass
 
 
+# The stop reason of a run past its --time-limit (a signal's is its number).
+TIME_LIMIT = "time limit"
+
+
 class RunGuard:
     """``with RunGuard(...) as guard``: installs SIGINT/SIGTERM handlers (restored on exit).
 
-    ``save(seconds)`` writes last.pt given the training seconds so far; ``stop(signum)`` exits the process
-    after such a save; ``where()`` describes the position and the last good checkpoint for error messages.
+    ``save(seconds)`` writes last.pt given the training seconds so far; ``stop(reason)`` exits the process
+    after such a save (a signal number, or ``TIME_LIMIT`` once ``time.monotonic()`` passes ``deadline``);
+    ``where()`` describes the position and the last good checkpoint for error messages.
     """
 
-    def __init__(self, save, stop, where, term_names, *, log_every, checkpoint_minutes, seconds, device, is_main):
+    def __init__(self, save, stop, where, term_names, *, log_every, checkpoint_minutes, seconds, device, is_main,
+                 deadline=None):
         self.save, self.stop, self.where, self.names = save, stop, where, list(term_names)
         self.log_every, self.save_interval = log_every, 60 * checkpoint_minutes
         self.banked, self.device, self.is_main = seconds, device, is_main
+        self.deadline = deadline
         self.signal = None
         self.last_save = self.since = time.monotonic()
 
@@ -80,10 +87,10 @@ class RunGuard:
         self.bar.set_postfix(loss=f"{self.sums[0].item() / done:.4g}",
                              img_s=f"{done * self.images_per_step / self._epoch_elapsed():.0f}")
         due = bool(self.save_interval) and time.monotonic() - self.last_save > self.save_interval
-        stop, due = dist.any_true(self.signal is not None, due and not last)
+        stop, due = dist.any_true(self._asked_to_stop(), due and not last)
         if stop and not last:
             self.paused(self.save)
-            self.stop(self.signal or signal.SIGTERM)  # another rank may have received it
+            self.stop(self.stop_reason())
         if due:
             self.paused(self.save)
             self.last_save = time.monotonic()
@@ -101,7 +108,16 @@ class RunGuard:
         """At an epoch's end, after its checkpoint: whether any rank was asked to stop (every rank learns it
         together); also restarts the periodic-save interval."""
         self.last_save = time.monotonic()
-        return dist.any_true(self.signal is not None)[0]
+        return dist.any_true(self._asked_to_stop())[0]
+
+    def _asked_to_stop(self) -> bool:
+        return self.signal is not None or (self.deadline is not None and time.monotonic() > self.deadline)
+
+    def stop_reason(self):
+        """Why the ranks agreed to stop: this rank's signal, else its time limit, else another rank's signal."""
+        if self.signal is not None:
+            return self.signal
+        return TIME_LIMIT if self.deadline is not None and time.monotonic() > self.deadline else signal.SIGTERM
 
     def _epoch_elapsed(self):
         return self.epoch_seconds + time.monotonic() - self.epoch_since

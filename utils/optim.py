@@ -31,7 +31,7 @@ class LARS(torch.optim.Optimizer):
             lr, wd, mom = group["lr"], group["weight_decay"], group["momentum"]
             scaled = [p for p in params if p.ndim > 1]
             plain = [p for p in params if p.ndim <= 1]
-            updates = [p.grad.clone() for p in plain]
+            updates = [p.grad for p in plain]  # read only: every write below is out of place or on a buffer
             if scaled:
                 grads = [p.grad for p in scaled]
                 w_norm = torch.stack(torch._foreach_norm(scaled))
@@ -48,7 +48,7 @@ class LARS(torch.optim.Optimizer):
                 torch._foreach_mul_(bufs, mom)
                 torch._foreach_add_(bufs, updates)
                 if group["nesterov"]:
-                    torch._foreach_add_(updates, bufs, alpha=mom)
+                    updates = torch._foreach_add(updates, bufs, alpha=mom)
                 else:
                     updates = bufs
             torch._foreach_add_(params, updates, alpha=-lr)

@@ -9,6 +9,7 @@ clock, the non-finite check) is ``utils.guard.RunGuard``'s.
 import argparse
 import signal
 import sys
+import time
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from .cli import (BoolFlag, Parser, default_data_dir, nonneg_float, nonneg_int, 
                   positive_int, run_main)
 from .data import DATASETS, load_dataset, stratified_subset
 from .errors import UsageError
-from .guard import RunGuard
+from .guard import TIME_LIMIT, RunGuard
 from .knn import KNNMonitor
 from .methods import METHODS
 from .optim import LARS, cosine_lr
@@ -33,7 +34,11 @@ from .run import append_jsonl, make_dir, new_run_dir, read_jsonl, resolve_device
 
 # Settings a resumed run may change: where and how it runs, not what it computes.
 RUN_LEVEL = ("device", "log_every", "out_dir", "checkpoint_minutes", "compile", "resume", "data_dir", "download",
-             "save_every", "knn_every", "knn_train", "knn_test")
+             "save_every", "knn_every", "knn_train", "knn_test", "time_limit")
+# Settings of this invocation alone: a resumed run never inherits them from its checkpoint.
+THIS_CALL = ("out_dir", "resume", "time_limit")
+# Exit status of a run stopped by --time-limit (sysexits' EX_TEMPFAIL: run the same command again to go on).
+TIME_LIMIT_EXIT = 75
 
 
 def entry_scripts() -> dict:
@@ -121,6 +126,9 @@ def _run_flags(g, script, defaults):
                    help="run directory or checkpoint to continue; 'auto' = last.pt of --out-dir or the newest run")
     g.add_argument("--log-every", type=positive_int, default=None,
                    help="read losses back to the host every N steps (default: 1 on CPU, 50 on CUDA)")
+    g.add_argument("--time-limit", type=positive_float, default=None,
+                   help=f"seconds this process may run: past them, at the next read-back point, save last.pt and "
+                        f"exit with status {TIME_LIMIT_EXIT} (resume with --resume)")
 
 
 def parse_config(method, regime, defaults=None, argv=None):
@@ -185,7 +193,7 @@ def adopt_checkpoint_config(cfg, given, state, path):
     if ranks != dist.world_size():
         raise UsageError(f"{path} was written by {ranks} process(es) and this run has {dist.world_size()}: each process "
                          f"has its own random stream and perturbation; resume with {ranks} (torchrun --nproc_per_node {ranks})")
-    run_level = {k: cfg[k] for k in RUN_LEVEL if k in given or k in ("out_dir", "resume")}
+    run_level = {k: cfg[k] for k in RUN_LEVEL if k in given or k in THIS_CALL}
     return {**cfg, **saved, **run_level}  # settings newer than the checkpoint keep their defaults
 
 
@@ -210,6 +218,7 @@ def output_dir(cfg, source):
 class Trainer:
     def __init__(self, cfg, given, images=None, labels=None):
         """``images``: a uint8 (N, 3, H, W) tensor to train on instead of ``--data`` (benchmarks, tests)."""
+        self.started = time.monotonic()  # --time-limit counts data loading and compilation too
         self.rank, self.world = dist.rank(), dist.world_size()
         self.is_main = self.rank == 0
         source = resume_source(cfg)
@@ -264,6 +273,8 @@ class Trainer:
         self.amp = cfg["precision"] == "bf16" or (cfg["precision"] == "auto" and cuda)
         self.channels_last = cfg["channels_last"] == "on" or (cfg["channels_last"] == "auto" and cuda)
         self.log_every = cfg["log_every"] or (50 if cuda else 1)
+        if cuda:
+            enable_cudnn_autotuning()
         torch.manual_seed(cfg["seed"])
         self.method = METHODS.lookup(cfg["method"])(cfg)
         self.model = encoder_for(cfg["method"], cfg["arch"], cfg["width"], cfg["hidden_dim"]).to(self.device)
@@ -383,7 +394,8 @@ class Trainer:
             write_json(self.out_dir / "config.json", self.cfg)
         guard = RunGuard(self._save_progress, self._stop, self._where, self.term_names(),
                          log_every=self.log_every, checkpoint_minutes=self.cfg["checkpoint_minutes"],
-                         seconds=self.train_seconds, device=self.device, is_main=self.is_main)
+                         seconds=self.train_seconds, device=self.device, is_main=self.is_main,
+                         deadline=self.started + self.cfg["time_limit"] if self.cfg.get("time_limit") else None)
         with guard:
             while self.epoch < self.cfg["epochs"]:
                 summary = self._train_epoch(guard)
@@ -418,7 +430,7 @@ class Trainer:
             self._log_epoch(summary)
         guard.paused(lambda _: self._save_epoch())
         if guard.stop_agreed() and self.epoch < self.cfg["epochs"]:
-            self._stop(guard.signal or signal.SIGTERM)
+            self._stop(guard.stop_reason())
 
     def _save_epoch(self):
         self.checkpoint()
@@ -443,13 +455,22 @@ class Trainer:
         kept = f"the last good checkpoint is {last}" if last.is_file() else "no checkpoint was written yet"
         return f"epoch {self.epoch + 1}; {kept}"
 
-    def _stop(self, signum):
+    def _stop(self, reason):
+        """Exits after the checkpoint: ``reason`` is a signal number or ``TIME_LIMIT``."""
+        timed_out = reason == TIME_LIMIT
         if self.is_main:
-            print(f"stopped by {signal.Signals(signum).name} at epoch {self.epoch + 1}, step {self.batch_in_epoch}/"
+            cause = f"--time-limit {self.cfg['time_limit']:g} s" if timed_out else signal.Signals(reason).name
+            print(f"stopped by {cause} at epoch {self.epoch + 1}, step {self.batch_in_epoch}/"
                   f"{self.steps_per_epoch}; checkpoint {self.out_dir / 'last.pt'}; continue with: "
                   f"python {self.cfg['script']}.py --resume {self.out_dir}", file=sys.stderr)
         dist.shutdown()
-        sys.exit(128 + signum)
+        sys.exit(TIME_LIMIT_EXIT if timed_out else 128 + reason)
+
+
+def enable_cudnn_autotuning():
+    """Every training step has the same shapes, so cuDNN's one-off search for the fastest convolution
+    algorithms pays for itself within a few steps."""
+    torch.backends.cudnn.benchmark = True
 
 
 def carry_metrics(source_dir, out_dir, epochs):

@@ -1,0 +1,67 @@
+"""The training step's GPU path, checked where it can be on the CPU: no host read in the step, the optimizer
+leaves gradients alone, cuDNN autotuning; and on CUDA, a step that never waits for the GPU."""
+import pytest
+import torch
+
+import augment.multiview as multiview
+from conftest import TINY
+from utils.optim import LARS
+from utils.train import Trainer, enable_cudnn_autotuning, parse_config
+
+HOST_READS = ("item", "tolist", "cpu", "numpy", "nonzero", "__bool__", "__int__", "__float__")
+
+
+def free_trainer(tmp_path, tiny_data, *extra):
+    argv = ["--data-dir", str(tiny_data), "--subset", "32", *map(str, TINY), "--num-views", "3", "--out-dir",
+            str(tmp_path), *extra]
+    cfg, given, _ = parse_config("empssl", "free", {"epochs": 1, "batch_size": 16}, argv)
+    return Trainer(cfg, given)
+
+
+@pytest.mark.parametrize("extra", [(), ("--precision", "bf16", "--channels-last", "on")])
+def test_a_training_step_reads_nothing_back_to_the_host(tmp_path, tiny_data, monkeypatch, extra):
+    """On a GPU each of these would wait for the device; a training step uses none."""
+    t = free_trainer(tmp_path, tiny_data, "--log-every", "100", *extra)
+    t.train_step(t.images[:16])  # optimizer state exists before the checked step
+    monkeypatch.setitem(multiview._GATHER_MASKED_VIEWS, "cpu", False)  # the masked views as on a GPU
+    for name in HOST_READS:
+        def refuse(*args, _name=name, **kwargs):
+            raise AssertionError(f"Tensor.{_name} in the training step: a host sync on a GPU")
+        monkeypatch.setattr(torch.Tensor, name, refuse)
+    monkeypatch.setattr(torch, "nonzero", lambda *a, **k: pytest.fail("torch.nonzero in the training step"))
+    loss, terms = t.train_step(t.images[16:32])
+    values = torch.stack([loss.detach().float(), *terms])
+    monkeypatch.undo()
+    assert torch.isfinite(values).all()
+
+
+def test_lars_leaves_the_gradients_unchanged():
+    model = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.BatchNorm1d(5), torch.nn.Linear(5, 3))
+    opt = LARS(model.parameters())
+    for _ in range(2):
+        opt.zero_grad()
+        model(torch.randn(8, 6)).pow(2).sum().backward()
+        grads = [p.grad.clone() for p in model.parameters()]
+        opt.step()
+        assert all(torch.equal(p.grad, g) for p, g in zip(model.parameters(), grads))
+
+
+def test_cudnn_autotuning_is_switched_on_for_cuda_training(monkeypatch):
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    enable_cudnn_autotuning()
+    assert torch.backends.cudnn.benchmark
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_on_cuda_a_free_step_and_the_guard_never_wait_for_the_gpu(tmp_path, tiny_data):
+    t = free_trainer(tmp_path, tiny_data, "--device", "cuda", "--log-every", "100")
+    index = torch.arange(16, device=t.device)
+    t.train_step(t.images[index])
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        loss, terms = t.train_step(t.images[index + 16])
+        torch.stack([loss.detach().float(), *terms])
+    finally:
+        torch.cuda.set_sync_debug_mode(0)

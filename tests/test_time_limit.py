@@ -1,0 +1,36 @@
+"""--time-limit: a run that cannot finish saves at the limit, exits 75, and the same command resumes it."""
+import pytest
+import torch
+
+from conftest import TINY
+from utils.checkpoint import load_checkpoint
+from utils.train import TIME_LIMIT_EXIT, Trainer, parse_config
+
+
+def trainer(tiny_data, out, *extra):
+    argv = ["--data-dir", str(tiny_data), "--subset", "64", *map(str, TINY), "--num-views", "2", "--out-dir", str(out),
+            "--resume", "auto", *extra]
+    cfg, given, _ = parse_config("empssl", "free", {"epochs": 2, "batch_size": 16}, argv)
+    return Trainer(cfg, given)
+
+
+def test_time_limit_stops_with_a_checkpoint_and_the_same_command_resumes(tmp_path, tiny_data):
+    full = trainer(tiny_data, tmp_path / "full")
+    full.run()
+    cut = trainer(tiny_data, tmp_path / "cut", "--time-limit", "1e-6")
+    with pytest.raises(SystemExit) as stop:
+        cut.run()
+    assert stop.value.code == TIME_LIMIT_EXIT
+    saved = load_checkpoint(tmp_path / "cut" / "last.pt")
+    assert (saved["epoch"], saved["batch_in_epoch"]) == (0, 1)  # the first read-back point (every step on CPU)
+    resumed = trainer(tiny_data, tmp_path / "cut", "--time-limit", "3600")
+    assert resumed.cfg["time_limit"] == 3600
+    resumed.run()
+    for k, v in full.model.state_dict().items():
+        assert torch.equal(v, resumed.model.state_dict()[k]), k
+
+
+def test_a_resumed_run_does_not_inherit_the_time_limit(tmp_path, tiny_data):
+    with pytest.raises(SystemExit):
+        trainer(tiny_data, tmp_path, "--time-limit", "1e-6").run()
+    assert trainer(tiny_data, tmp_path).cfg["time_limit"] is None
