@@ -13,7 +13,7 @@ import pytest
 import utils.reproduce as reproduce_module
 from conftest import ROOT, run_script
 from utils.errors import UsageError
-from utils.reproduce import RESULT, SCALES, all_rows, reproduce, run_row, train_argv, write_results
+from utils.reproduce import RESULT, SCALES, all_rows, reproduce, run_row, select_rows, train_argv, write_results
 from utils.run import append_jsonl, read_jsonl, write_json
 
 
@@ -24,10 +24,11 @@ def table_rows(path):
 def test_smoke_table_trains_evaluates_and_reports_every_row_once(tmp_path, tiny_data):
     args = ["-m", "utils.reproduce", "--scale", "smoke", "--data-dir", tiny_data, "--out", tmp_path, "--device", "cpu"]
     first = run_script(*args, timeout=900)
-    rows = all_rows()
-    assert len(rows) == 9 and "row 9/9" in first.stdout
+    rows = select_rows(None)
+    n = len(rows)
+    assert not any(r.optional for r in rows) and f"row {n}/{n}" in first.stdout
     lines = table_rows(tmp_path / "results.md")
-    assert len(lines) == 9
+    assert len(lines) == n
     for row, line in zip(rows, lines):  # each row shows what its own evaluation measured
         cells = [c.strip() for c in line.strip("|").split("|")]
         r = json.loads((tmp_path / row.key / RESULT).read_text())
@@ -132,3 +133,20 @@ def test_a_row_run_with_other_arguments_is_refused_not_taken_as_done(tmp_path, t
     monkeypatch.setitem(SCALES, "smoke", dataclasses.replace(smoke, evaluate=(*smoke.evaluate, "--pgd-steps", "2")))
     with pytest.raises(UsageError, match="crop-empssl-free was run with other evaluate arguments"):
         reproduce(argv)
+
+
+def test_the_isolated_variants_are_optional_rows_that_train_with_the_isolated_step(tmp_path):
+    rows = {r.key: r for r in all_rows()}
+    seed_pgd = [k for k, r in rows.items() if r.regime == "pgd" and r.paper]
+    assert len(seed_pgd) == 4 and all(rows[f"{k}-isolated"].optional for k in seed_pgd)
+    assert not any(r.optional for r in select_rows(None)) and select_rows(["crop-empssl-pgd-isolated"])
+
+    class Args:
+        data, data_dir, seed, device, out = "cifar10", str(tmp_path), 0, "cpu", str(tmp_path)
+
+    from utils.train import parse_config
+
+    for key, style in (("crop-empssl-pgd", "original"), ("crop-empssl-pgd-isolated", "isolated")):
+        row = rows[key]
+        cfg = parse_config(row.method, row.regime, None, train_argv(row, SCALES["small"], Args))[0]
+        assert cfg["attack_style"] == style and cfg["out_dir"].endswith(f"{key}/train")

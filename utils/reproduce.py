@@ -18,7 +18,7 @@ import math
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
@@ -66,11 +66,13 @@ class Row:
     regime: str
     preset: str
     paper: tuple = ()  # clean, PGD 4/255, PGD 8/255, minutes
-    cfg: dict = field(default_factory=dict)
+    variant: str = ""  # a regime's variant (``Regime.variants``) or the project's own row (``Method.own_rows``)
+    flags: tuple = ()  # training flags of the variant
+    optional: bool = False  # run only when --rows names it
 
     @property
     def key(self) -> str:
-        return f"{self.preset}-{self.method}-{self.regime}"
+        return f"{self.preset}-{self.method}-{self.regime}" + (f"-{self.variant}" if self.variant else "")
 
     @property
     def script(self) -> str:
@@ -78,11 +80,16 @@ class Row:
 
 
 def all_rows() -> list:
-    """The seed's rows of every registered method, then each method's crop-based standard baseline."""
+    """The seed's rows of every registered method, each method's crop-based standard baseline, the project's own
+    rows (``Method.own_rows``), then the optional variants of the seed's rows (``Regime.variants``)."""
     rows = [Row(name, regime, preset, tuple(numbers)) for name, method in METHODS.items()
             for preset, regime, *numbers in method.paper]
     rows += [Row(name, regime, "crop") for name, method in METHODS.items() for regime in method.scripts
              if REGIMES[regime].baseline]
+    rows += [Row(name, regime, preset, (), variant, tuple(flags)) for name, method in METHODS.items()
+             for preset, regime, variant, flags in method.own_rows]
+    rows += [Row(row.method, row.regime, row.preset, (), variant, tuple(flags), optional=True)
+             for row in rows[:] if not row.variant for variant, flags in REGIMES[row.regime].variants.items()]
     return rows
 
 
@@ -97,7 +104,7 @@ def train_argv(row, scale, args) -> list:
     for flag, value in zip(scale.train[::2], scale.train[1::2]):  # a flag the row's script lacks is not its concern
         if flag in accepted:
             argv += [flag, value]
-    return argv
+    return argv + list(row.flags)
 
 
 def eval_argv(row, scale, args) -> list:
@@ -216,7 +223,7 @@ def reproduce(argv=None):
 def select_rows(keys):
     rows = all_rows()
     if not keys:
-        return rows
+        return [row for row in rows if not row.optional]
     known = {row.key: row for row in rows}
     unknown = [k for k in keys if k not in known]
     if unknown:

@@ -24,6 +24,7 @@ class Regime:
     name = ""
     display = ""  # "PGD adversarial training": the scripts' --help
     baseline = False  # the no-defence reference that a table of robust methods shows beside them
+    variants: dict = {}  # name -> training flags: optional rows of utils.reproduce beside each seed row
 
     def __init__(self, cfg: dict, learner):
         self.cfg, self.learner = cfg, learner
@@ -34,7 +35,7 @@ class Regime:
 
     @classmethod
     def label(cls, cfg: dict) -> str:
-        """Short text for tables, e.g. '5-step PGD'."""
+        """Short text for tables, e.g. '5-step PGD, original'."""
         return cls.name
 
     @classmethod

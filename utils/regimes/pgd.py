@@ -22,6 +22,7 @@ class PGD(Adversarial):
     test-time attack sees the encoder; in train mode, perturbing a whole batch jointly can move its statistics."""
 
     name, display = "pgd", "PGD adversarial training"
+    variants = {"isolated": ("--attack-style", "isolated")}  # the seed's rows use the original code's step
 
     @classmethod
     def add_flags(cls, group):
@@ -36,7 +37,8 @@ class PGD(Adversarial):
 
     @classmethod
     def label(cls, cfg):
-        return f"{cfg['pgd_steps']}-step PGD"
+        # configs from before the styles existed trained with the isolated step
+        return f"{cfg['pgd_steps']}-step PGD, {cfg.get('attack_style', 'isolated')}"
 
     @classmethod
     def passes_per_batch(cls, cfg):
