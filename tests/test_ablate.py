@@ -78,3 +78,18 @@ def test_recalibration_sets_the_statistics_to_the_clean_batches_and_writes_a_new
     assert after["config"] == before["config"]
     with pytest.raises(UsageError, match="exists"):
         recalibrate([str(tmp_path / "run"), "--out", str(tmp_path / "recal.pt")])
+
+
+@pytest.mark.parametrize("argv,words,alias", [
+    ([], [], True),
+    (["--clean-views", "4", "--per-view-forward"], ["4 clean views", "per-view BN"], False),
+    (["--clean-weight", "0.5"], ["clean branch x0.5"], False),
+])
+def test_a_tables_name_shows_the_ablation_and_keeps_the_seeds_name_for_the_seeds_settings(argv, words, alias):
+    from utils.report import model_name
+
+    name = model_name({"train_config": parse_config("empssl", "free", None, argv)[0]})
+    assert all(w in name for w in words) and name.endswith("= CF-AMC-SSL") == alias
+    pgd = model_name({"train_config": parse_config("empssl", "pgd", None, ["--attack-bn", "eval"])[0]})
+    assert "5-step PGD, original, eval-mode BN attack" in pgd
+    assert "5-step PGD, isolated" in model_name({"train_config": {"method": "empssl", "regime": "pgd", "pgd_steps": 5}})

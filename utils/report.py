@@ -67,12 +67,28 @@ def model_name(r) -> str:
     if cfg.get("subset"):
         details.append(f"{cfg['subset']} train images")
     method_cls = METHODS.get(method)
+    forward = forward_word(method_cls, cfg)
+    details += [forward] if forward else []
     name = f"{preset.capitalize()}-based {method_cls.display if method_cls else method} ({', '.join(details)})"
     alias = method_cls.aliases.get((preset, regime)) if method_cls else None
-    name += f" = {alias}" if alias else ""
+    # the seed's name belongs to the seed's settings, not to an ablation of them
+    name += f" = {alias}" if alias and not forward and not regime_departures(regime, cfg) else ""
     # The file evaluated, as the result's file name has it: a run directory given as the checkpoint is its last.pt.
     stem = Path((r.get("checkpoint_identity") or {}).get("file") or r.get("checkpoint", "last.pt")).stem
     return name if stem in ("last", "") else f"{name} [{stem}]"
+
+
+def forward_word(method_cls, cfg) -> str:
+    """'per-view BN' or 'joint BN' where a run forwarded its views otherwise than its method does, else ''."""
+    forward = cfg.get("per_view_forward")
+    if method_cls is None or forward is None or forward == method_cls.per_view_forward:
+        return ""
+    return "per-view BN" if forward else "joint BN"
+
+
+def regime_departures(regime, cfg) -> list:
+    departures = getattr(REGIMES.get(regime), "departures", None)
+    return departures(cfg) if departures else []
 
 
 def regime_label(regime, cfg) -> str:

@@ -92,6 +92,12 @@ class Adversarial(Regime):
         return ("attack_gain",) if cfg["attack_gain"] else ()
 
     @classmethod
+    def departures(cls, cfg) -> list:
+        """The ablation settings a run changed from the regime's defaults, as words for its label."""
+        words = [] if cfg.get("clean_views") is None else [f"{cfg['clean_views']} clean views"]
+        return words + ([f"clean branch x{cfg['clean_weight']:g}"] if cfg.get("clean_weight") else [])
+
+    @classmethod
     def clean_passes(cls, cfg) -> int:
         return 1 if cfg["clean_weight"] else 0
 

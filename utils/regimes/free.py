@@ -23,7 +23,7 @@ class Free(Adversarial):
 
     @classmethod
     def label(cls, cfg):
-        return f"m={cfg['replays']} free"
+        return ", ".join([f"m={cfg['replays']} free", *cls.departures(cfg)])
 
     @classmethod
     def steps_per_batch(cls, cfg):

@@ -38,7 +38,8 @@ class PGD(Adversarial):
     @classmethod
     def label(cls, cfg):
         # configs from before the styles existed trained with the isolated step
-        return f"{cfg['pgd_steps']}-step PGD, {cfg.get('attack_style', 'isolated')}"
+        words = [f"{cfg['pgd_steps']}-step PGD", cfg.get("attack_style", "isolated"), *cls.departures(cfg)]
+        return ", ".join(words + (["eval-mode BN attack"] if cfg.get("attack_bn") == "eval" else []))
 
     @classmethod
     def passes_per_batch(cls, cfg):
