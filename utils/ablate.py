@@ -56,6 +56,8 @@ ABLATIONS = (
     Ablation("free-clean-branch", "empssl", "free", ("--clean-weight", "1"), aa=True),
     Ablation("free-per-view-bn", "empssl", "free", ("--per-view-forward",), aa=True),
     Ablation("free-clean-views-4-per-view-bn", "empssl", "free", ("--clean-views", "4", "--per-view-forward"), aa=True),
+    Ablation("free-clean-views-8-per-view-bn", "empssl", "free", ("--clean-views", "8", "--per-view-forward"), aa=True),
+    Ablation("free-8-views-clean-branch", "empssl", "free", ("--num-views", "8", "--clean-weight", "1"), aa=True),
 )
 
 
