@@ -1,4 +1,5 @@
 """The benchmarks run (at a tiny scale, on the CPU) so that they do not rot; no timing is asserted."""
+import re
 
 from benchmarks import bench_eval, bench_step, bench_tcr, bench_train
 from utils.train import entry_scripts
@@ -41,3 +42,19 @@ def test_bench_augment(capsys):
     bench_augment.main(["--images", "4", "--views", "2", "--repeats", "1"])
     out = capsys.readouterr().out
     assert "PIL reference" in out and "batched" in out
+
+
+def test_bench_variants_projects_each_runs_minutes_from_its_minibatches(capsys, tmp_path):
+    from benchmarks import bench_variants
+
+    toy = "--width 4 --hidden-dim 16 --batch-size 8"
+    minutes = bench_variants.main(["--config", f"main_empssl_free_adv {toy} --num-views 2",
+                                   "--config", f"main_empssl_free_adv {toy} --num-views 2 --clean-weight 1",
+                                   "--config", f"main_simclr_free_adv {toy}", "--rounds", "1",
+                                   "--out-dir", str(tmp_path)])
+    out = capsys.readouterr().out
+    rows = [re.split(r"\s{2,}", line.strip()) for line in out.splitlines() if "main_" in line]
+    # 2,000 images in minibatches of 8: 250 per epoch; the free EMP-SSL row has 1 epoch, the SimCLR one 17
+    assert [r[2] for r in rows] == ["250", "250", str(250 * 17)]
+    assert len(minutes) == 3 and rows[0][4] == "1.00x"
+    assert [r[4] for r in rows[1:]] == [f"{m / minutes[0]:.2f}x" for m in minutes[1:]]
