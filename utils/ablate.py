@@ -58,6 +58,9 @@ ABLATIONS = (
     Ablation("free-clean-views-4-per-view-bn", "empssl", "free", ("--clean-views", "4", "--per-view-forward"), aa=True),
     Ablation("free-clean-views-8-per-view-bn", "empssl", "free", ("--clean-views", "8", "--per-view-forward"), aa=True),
     Ablation("free-8-views-clean-branch", "empssl", "free", ("--num-views", "8", "--clean-weight", "1"), aa=True),
+    Ablation("free-batch-50", "empssl", "free", ("--batch-size", "50"), aa=True),
+    Ablation("free-8-views-clean-branch-batch-50", "empssl", "free",
+             ("--num-views", "8", "--clean-weight", "1", "--batch-size", "50"), aa=True),
 )
 
 
