@@ -165,3 +165,14 @@ def test_a_pgd_run_logs_a_positive_attack_gain_and_resumes(tmp_path, tiny_data):
     assert [r["epoch"] for r in rows] == [1, 2] and all(r["attack_gain"] > 0 for r in rows)
     again = make_trainer(tmp_path / "run", tiny_data, "empssl", "pgd", *argv, "--resume", "auto")
     assert again.epoch == 2 and again.cfg["clean_views"] == 1 and again.term_names()[-1] == "attack_gain"
+
+
+def test_clean_apart_forwards_the_clean_views_and_the_perturbed_ones_each_with_its_own_statistics(tmp_path, tiny_data):
+    t = make_trainer(tmp_path, tiny_data, "empssl", "free", "--clean-views", "1", "--clean-apart")
+    views = t.augment(t.images[:B])
+    with torch.no_grad():
+        loss, _ = t.loss(views)
+        z = torch.cat([t.model(views[:B]), t.model(views[B:])]).view(3, B, -1)
+        joint = t.model(views).view(3, B, -1)
+    torch.testing.assert_close(loss, empssl_loss(z, 200.0, 1.0, 0.2)[0])
+    assert not torch.allclose(loss, empssl_loss(joint, 200.0, 1.0, 0.2)[0])

@@ -137,7 +137,7 @@ def test_the_forward_flag_decides_which_views_share_batch_statistics(tmp_path, t
     t = Trainer(cfg, given)
     x = t.augment(t.images[:16])
     with torch.no_grad():
-        z = t.method.embed(t.model, x)
+        z = t.method.embed(t.model, x, 16)
         per_view, joint = torch.cat([t.model(x[:16]), t.model(x[16:])]), t.model(x)
     torch.testing.assert_close(z, per_view if flag == "--per-view-forward" else joint)
     assert not torch.allclose(per_view, joint)

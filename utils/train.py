@@ -100,6 +100,9 @@ def _view_flags(g, method_cls, defaults):
                        help="views per image")
     g.add_argument("--per-view-forward", action=BoolFlag, default=method_cls.per_view_forward,
                    help="forward each view on its own (BatchNorm statistics per view) rather than all views at once")
+    g.add_argument("--clean-apart", action="store_true",
+                   help="forward the views an adversary leaves clean apart from the perturbed ones (BatchNorm "
+                        "statistics per group; see --clean-views)")
     g.add_argument("--preset", choices=sorted(PRESETS), default=defaults.get("preset", "crop"),
                    help="crop: scale (0.08, 1), ratio (3/4, 4/3); patch: fixed 16x16 patches")
     g.add_argument("--scale-min", type=positive_float, default=None, help="override the preset's crop scale")
@@ -361,12 +364,21 @@ class Trainer:
 
     def loss(self, views, net=None):
         """(V*b, 3, H, W) view-major views -> (loss, terms), the method's objective over the global batch."""
+        net, batch = self.net if net is None else net, len(views) // self.cfg["num_views"]
         with self._autocast():
-            z = self.method.embed(self.net if net is None else net, views)
+            z = torch.cat([self.method.embed(net, group, batch) for group in self.forward_groups(views)])
         return self.method.loss(dist.gather_views(z.view(self.cfg["num_views"], -1, z.shape[-1])))
 
     def zero_grad(self):
         self.optimizer.zero_grad(set_to_none=True)
+
+    def forward_groups(self, views):
+        """The rows forwarded together: all, or with ``--clean-apart`` the clean views apart from the perturbed
+        ones (BatchNorm statistics of each group its own; two forwards)."""
+        k = self.clean_rows
+        if not self.cfg.get("clean_apart") or not 0 < k < len(views):
+            return (views,)
+        return views[:k], views[k:]
 
     def update(self, loss, zero_grad=True):
         for group in self.optimizer.param_groups:

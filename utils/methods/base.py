@@ -54,11 +54,11 @@ class Method:
         the clean rows, the rows to perturb and their perturbed copy; by default the training views."""
         return torch.cat([clean, x_adv])
 
-    def embed(self, net, views: torch.Tensor) -> torch.Tensor:
-        """(V*b, 3, H, W) view-major views -> (V*b, z_dim) embeddings through ``net``."""
+    def embed(self, net, views: torch.Tensor, batch: int) -> torch.Tensor:
+        """(k*b, 3, H, W) view-major views, ``batch`` = b images each -> (k*b, z_dim) embeddings through ``net``."""
         if not self.cfg.get("per_view_forward", self.per_view_forward):
             return net(views)
-        return torch.cat([net(v) for v in views.chunk(self.num_views)])
+        return torch.cat([net(v) for v in views.split(batch)])
 
     @property
     def num_views(self) -> int:
