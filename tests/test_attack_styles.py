@@ -176,3 +176,11 @@ def test_clean_apart_forwards_the_clean_views_and_the_perturbed_ones_each_with_i
         joint = t.model(views).view(3, B, -1)
     torch.testing.assert_close(loss, empssl_loss(z, 200.0, 1.0, 0.2)[0])
     assert not torch.allclose(loss, empssl_loss(joint, 200.0, 1.0, 0.2)[0])
+
+
+def test_the_clean_anchor_pulls_every_view_to_the_clean_views_and_needs_them(tmp_path, tiny_data):
+    t = make_trainer(tmp_path, tiny_data, "empssl", "free", "--clean-views", "1", "--anchor", "clean")
+    z = torch.randn(3, B, 8)
+    torch.testing.assert_close(t.method.loss(z)[0], empssl_loss(z, 200.0, 1.0, 0.2, anchors=1)[0])
+    with pytest.raises(UsageError, match="--anchor clean"):
+        make_trainer(tmp_path / "b", tiny_data, "empssl", "free", "--anchor", "clean")

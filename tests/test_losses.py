@@ -95,3 +95,12 @@ def test_empssl_loss_combines_terms_with_coefficients():
     assert set(terms) == {"invariance", "tcr"}
     loss2, _ = empssl_loss(z, inv_coef=0, tcr_coef=2)
     torch.testing.assert_close(loss2, -2 * total_coding_rate(z, 0.2).mean())
+
+
+def test_invariance_to_the_anchor_views_is_the_naive_mean_cosine():
+    z = torch.randn(5, 4, 6)
+    anchor = z[:2].mean(0)
+    naive = sum(float(torch.dot(z[v, i], anchor[i]) / (z[v, i].norm() * anchor[i].norm()))
+                for v in range(5) for i in range(4)) / 20
+    assert abs(float(invariance(z, anchors=2)) - naive) < 1e-5
+    assert abs(float(invariance(z, anchors=2)) - float(invariance(z))) > 1e-3

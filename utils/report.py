@@ -72,10 +72,24 @@ def model_name(r) -> str:
     name = f"{preset.capitalize()}-based {method_cls.display if method_cls else method} ({', '.join(details)})"
     alias = method_cls.aliases.get((preset, regime)) if method_cls else None
     # the seed's name belongs to the seed's settings, not to an ablation of them
-    name += f" = {alias}" if alias and not forward and not regime_departures(regime, cfg) else ""
+    alias = alias if not forward and not regime_departures(regime, cfg) else own_name(method_cls, preset, regime, cfg)
+    name += f" = {alias}" if alias else ""
     # The file evaluated, as the result's file name has it: a run directory given as the checkpoint is its last.pt.
     stem = Path((r.get("checkpoint_identity") or {}).get("file") or r.get("checkpoint", "last.pt")).stem
     return name if stem in ("last", "") else f"{name} [{stem}]"
+
+
+def own_name(method_cls, preset, regime, cfg):
+    """The name of the project's own row (``Method.own_rows``) whose flags the run's config holds, or None."""
+    from .train import parse_config
+
+    for row_preset, row_regime, _, flags, name in getattr(method_cls, "own_rows", ()):
+        if (row_preset, row_regime) != (preset, regime):
+            continue
+        base, own = (parse_config(method_cls.name, regime, {}, argv)[0] for argv in ([], list(flags)))
+        if all(cfg.get(k) == v for k, v in own.items() if base[k] != v):
+            return name
+    return None
 
 
 def forward_word(method_cls, cfg) -> str:

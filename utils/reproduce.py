@@ -87,7 +87,7 @@ def all_rows() -> list:
     rows += [Row(name, regime, "crop") for name, method in METHODS.items() for regime in method.scripts
              if REGIMES[regime].baseline]
     rows += [Row(name, regime, preset, (), variant, tuple(flags)) for name, method in METHODS.items()
-             for preset, regime, variant, flags in method.own_rows]
+             for preset, regime, variant, flags, _ in method.own_rows]
     rows += [Row(row.method, row.regime, row.preset, (), variant, tuple(flags), optional=True)
              for row in rows[:] if not row.variant for variant, flags in REGIMES[row.regime].variants.items()]
     return rows

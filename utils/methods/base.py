@@ -20,7 +20,7 @@ class Method:
       scripts         regime -> (entry script, the seed's defaults for it)
       paper           the seed's table rows: (preset, regime, clean, PGD 4/255, PGD 8/255, minutes)
       aliases         (preset, regime) -> the name the seed gives that row
-      own_rows        the project's own rows beside the seed's: (preset, regime, variant, training flags)
+      own_rows        the project's own rows beside the seed's: (preset, regime, variant, training flags, name)
     """
 
     name = ""

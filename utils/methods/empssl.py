@@ -2,6 +2,7 @@
 from losses import empssl_loss
 
 from ..cli import nonneg_float, positive_float
+from ..errors import UsageError
 from .base import Method
 
 
@@ -30,7 +31,16 @@ class EMPSSL(Method):
         group.add_argument("--tcr-eps", type=positive_float, default=0.2, help="TCR distortion eps")
         group.add_argument("--inv-coef", type=nonneg_float, default=200.0, help="weight of the invariance term")
         group.add_argument("--tcr-coef", type=nonneg_float, default=1.0, help="weight of the TCR term")
+        group.add_argument("--anchor", choices=("all", "clean"), default="all",
+                           help="what the invariance pulls each view to: the mean of all its image's views, or "
+                                "of the views an adversary leaves clean (--clean-views)")
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        if cfg.get("anchor") == "clean" and not cfg.get("clean_views"):
+            raise UsageError("--anchor clean pulls the views to the clean ones: it needs --clean-views K (K >= 1)")
 
     def loss(self, z):
-        loss, terms = empssl_loss(z, self.cfg["inv_coef"], self.cfg["tcr_coef"], self.cfg["tcr_eps"])
+        anchors = (self.cfg.get("clean_views") or 0) if self.cfg.get("anchor") == "clean" else 0
+        loss, terms = empssl_loss(z, self.cfg["inv_coef"], self.cfg["tcr_coef"], self.cfg["tcr_eps"], anchors)
         return loss, [terms["invariance"], terms["tcr"]]
