@@ -61,6 +61,8 @@ ABLATIONS = (
     Ablation("free-clean-views-4-per-view-bn-batch-50", "empssl", "free",
              ("--clean-views", "4", "--per-view-forward", "--batch-size", "50"), aa=True),
     Ablation("free-clean-views-4-apart", "empssl", "free", ("--clean-views", "4", "--clean-apart"), aa=True),
+    Ablation("free-clean-views-4-per-view-bn-alpha-8", "empssl", "free",
+             ("--clean-views", "4", "--per-view-forward", "--alpha", "8/255"), aa=True),
     Ablation("free-clean-views-4-per-view-bn-clean-anchor", "empssl", "free",
              ("--clean-views", "4", "--per-view-forward", "--anchor", "clean"), aa=True),
     Ablation("free-8-views-clean-branch", "empssl", "free", ("--num-views", "8", "--clean-weight", "1"), aa=True),
