@@ -21,6 +21,7 @@ def test_every_entry_parses_as_its_scripts_flags_with_the_small_scale_and_the_ga
     assert len({ab.name for ab in ABLATIONS}) == len(ABLATIONS)
     epochs = {ab.name: parse_config(ab.method, ab.regime, None, train_argv(ab, args))[0]["epochs"] for ab in ABLATIONS}
     assert (epochs["pgd-isolated"], epochs["free"], epochs["simclr-pgd-isolated"]) == (3, 1, 50)
+    assert epochs["free-4-views-4-epochs-clean-views-1-per-view-bn"] == 4
 
 
 def fake_result(folder, **values):

@@ -32,6 +32,7 @@ class Ablation:
     regime: str
     flags: tuple = ()
     aa: bool = False  # also AutoAttack: the candidates for the project's own method
+    epochs: int = 0  # instead of the scale's (the script's default x 0.1)
 
 
 ISO = ("--attack-style", "isolated")
@@ -66,6 +67,10 @@ ABLATIONS = (
     Ablation("free-clean-views-4-per-view-bn-clean-anchor", "empssl", "free",
              ("--clean-views", "4", "--per-view-forward", "--anchor", "clean"), aa=True),
     Ablation("free-8-views-clean-branch", "empssl", "free", ("--num-views", "8", "--clean-weight", "1"), aa=True),
+    Ablation("free-8-views-2-epochs-clean-views-2-per-view-bn", "empssl", "free",
+             ("--num-views", "8", "--clean-views", "2", "--per-view-forward"), aa=True, epochs=2),
+    Ablation("free-4-views-4-epochs-clean-views-1-per-view-bn", "empssl", "free",
+             ("--num-views", "4", "--clean-views", "1", "--per-view-forward"), aa=True, epochs=4),
     Ablation("free-batch-50", "empssl", "free", ("--batch-size", "50"), aa=True),
     Ablation("free-8-views-clean-branch-batch-50", "empssl", "free",
              ("--num-views", "8", "--clean-weight", "1", "--batch-size", "50"), aa=True),
@@ -74,7 +79,7 @@ ABLATIONS = (
 
 def train_argv(ab, args) -> list:
     scale = SCALES["small"]
-    epochs = max(1, round(script_of(ab.method, ab.regime)[1].get("epochs", 1) * scale.epoch_factor))
+    epochs = ab.epochs or max(1, round(script_of(ab.method, ab.regime)[1].get("epochs", 1) * scale.epoch_factor))
     gain = ["--attack-gain"] if issubclass(REGIMES.lookup(ab.regime), Adversarial) else []
     return ["--data", args.data, "--data-dir", args.data_dir, "--device", args.device, "--epochs", str(epochs),
             *scale.train, "--out-dir", str(Path(args.out) / ab.name / "train"), "--resume", "auto", *gain, *ab.flags]
