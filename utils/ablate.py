@@ -46,6 +46,7 @@ ABLATIONS = (
     Ablation("pgd-isolated-clean-views-4", "empssl", "pgd", (*ISO, "--clean-views", "4")),
     Ablation("pgd-isolated-clean-branch", "empssl", "pgd", (*ISO, "--clean-weight", "1")),
     Ablation("pgd-isolated-per-view-bn", "empssl", "pgd", (*ISO, "--per-view-forward")),
+    Ablation("pgd-isolated-clean-views-4-per-view-bn", "empssl", "pgd", (*ISO, "--clean-views", "4", "--per-view-forward")),
     Ablation("pgd-isolated-alpha-1", "empssl", "pgd", (*ISO, "--alpha", "1/255")),
     Ablation("pgd-isolated-eps-2", "empssl", "pgd", (*ISO, "--eps", "2/255", "--alpha", "0.0025")),
     Ablation("pgd-isolated-eps-4", "empssl", "pgd", (*ISO, "--eps", "4/255", "--alpha", "0.005")),
