@@ -94,3 +94,21 @@ def test_a_tables_name_shows_the_ablation_and_keeps_the_seeds_name_for_the_seeds
     pgd = model_name({"train_config": parse_config("empssl", "pgd", None, ["--attack-bn", "eval"])[0]})
     assert "5-step PGD, original, eval-mode BN attack" in pgd
     assert "5-step PGD, isolated" in model_name({"train_config": {"method": "empssl", "regime": "pgd", "pgd_steps": 5}})
+
+
+def test_the_projects_own_row_trains_its_flags_and_is_named_in_tables(tmp_path):
+    from utils.reproduce import SCALES, select_rows
+    from utils.reproduce import train_argv as row_argv
+    from utils.report import model_name
+
+    row = next(r for r in select_rows(None) if r.variant == "anchored")
+    assert row.key == "crop-empssl-free-anchored" and not row.optional
+
+    class Args:
+        data, data_dir, seed, device, out = "cifar10", str(tmp_path), 0, "cpu", str(tmp_path)
+
+    cfg = parse_config(row.method, row.regime, None, row_argv(row, SCALES["small"], Args))[0]
+    assert cfg["clean_views"] == 4 and cfg["per_view_forward"] and cfg["epochs"] == 1
+    assert model_name({"train_config": cfg}).endswith("= Anchored CF-AMC-SSL (ours)")
+    cfg["clean_views"] = 2
+    assert "Anchored" not in model_name({"train_config": cfg}) and "CF-AMC-SSL" not in model_name({"train_config": cfg})

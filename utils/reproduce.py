@@ -53,7 +53,7 @@ SCALES = {
                    "epochs x 0.1, width 8, hidden 512, 2,000 training images; SLF on 10,000 images without "
                    "augmentation, tested on 1,000; AutoAttack on 200"),
     "smoke": Scale(0.0, ("--width", "4", "--hidden-dim", "16", "--subset", "64", "--batch-size", "16",
-                         "--num-views", "2", "--pgd-steps", "1", "--replays", "2", "--knn-test", "20"),
+                         "--num-views", "5", "--pgd-steps", "1", "--replays", "2", "--knn-test", "20"),
                    ("--subset-train", "64", "--no-train-augment", "--subset-test", "20", "--finetune-epochs", "1",
                     "--pgd-steps", "1"),
                    "two epochs of a toy model, for tests", epochs=2),
