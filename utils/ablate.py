@@ -62,6 +62,8 @@ ABLATIONS = (
     Ablation("free-clean-views-8-per-view-bn", "empssl", "free", ("--clean-views", "8", "--per-view-forward"), aa=True),
     Ablation("free-clean-views-4-per-view-bn-batch-50", "empssl", "free",
              ("--clean-views", "4", "--per-view-forward", "--batch-size", "50"), aa=True),
+    Ablation("free-clean-views-4-per-view-bn-batch-25", "empssl", "free",
+             ("--clean-views", "4", "--per-view-forward", "--batch-size", "25"), aa=True),
     Ablation("free-clean-views-4-apart", "empssl", "free", ("--clean-views", "4", "--clean-apart"), aa=True),
     Ablation("free-clean-views-4-per-view-bn-alpha-8", "empssl", "free",
              ("--clean-views", "4", "--per-view-forward", "--alpha", "8/255"), aa=True),
