@@ -64,6 +64,8 @@ ABLATIONS = (
              ("--clean-views", "4", "--per-view-forward", "--batch-size", "50"), aa=True),
     Ablation("free-clean-views-4-per-view-bn-batch-25", "empssl", "free",
              ("--clean-views", "4", "--per-view-forward", "--batch-size", "25"), aa=True),
+    Ablation("free-clean-views-4-per-view-bn-batch-50-m-4", "empssl", "free",
+             ("--clean-views", "4", "--per-view-forward", "--batch-size", "50", "--replays", "4"), aa=True),
     Ablation("free-clean-views-4-apart", "empssl", "free", ("--clean-views", "4", "--clean-apart"), aa=True),
     Ablation("free-clean-views-4-per-view-bn-alpha-8", "empssl", "free",
              ("--clean-views", "4", "--per-view-forward", "--alpha", "8/255"), aa=True),
