@@ -444,9 +444,9 @@ def view_flops(width=64, hidden_dim=4096) -> float:
     """Forward + backward FLOPs of the encoder on one 32x32 view (counted by torch on two views, on the CPU)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from models import build_encoder
+    from utils.blocks import encoder_for
 
-    encoder = build_encoder(METHOD, width=width, hidden_dim=hidden_dim)
+    encoder = encoder_for(METHOD, width=width, hidden_dim=hidden_dim)
     with FlopCounterMode(display=False) as counter:
         encoder(torch.rand(2, 3, 32, 32)).sum().backward()
     return counter.get_total_flops() / 2
