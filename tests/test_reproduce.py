@@ -66,7 +66,9 @@ def test_a_row_killed_mid_training_resumes(tmp_path, tiny_data):
 def test_dry_run_prints_every_command_and_the_cost(tiny_data):
     out = run_script("-m", "utils.reproduce", "--scale", "small", "--data-dir", tiny_data, "--out", "unused",
                      "--dry-run", "--passes-per-second", "1000").stdout
-    assert out.count("python main_") == 9 and out.count("python evaluate_") == 9
+    n = len(select_rows(None))  # the seed's seven, two baselines and the project's own row
+    assert n == 10 and out.count("python main_") == n and out.count("python evaluate_") == n
+    assert "--clean-views 4 --per-view-forward" in out and "--attack-style isolated" not in out
     assert "--epochs 3 " in out and "--epochs 50 " in out and "--epochs 17 " in out  # 30, 500 and 167 epochs x 0.1
     assert "estimated training time" in out
 

@@ -146,7 +146,8 @@ def table(args, entries) -> str:
             continue
         script = script_of(ab.method, ab.regime)[0]
         cells = ["-" if v is None else f"{v:.{3 if i < 2 else 1}f}" for i, v in enumerate(values)]
-        lines.append(f"| {ab.name} | `{script}.py {' '.join(ab.flags)}` | " + " | ".join(cells) + " |")
+        flags = [*ab.flags, *(["--epochs", str(ab.epochs)] if ab.epochs else [])]
+        lines.append(f"| {ab.name} | `{script}.py {' '.join(flags)}` | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
