@@ -136,11 +136,30 @@ def test_an_eval_mode_batchnorm_attack_is_the_attack_on_the_eval_model(tmp_path,
 def test_clean_views_stay_unperturbed_and_leave_one_to_perturb(tmp_path, tiny_data):
     t = make_trainer(tmp_path, tiny_data, "empssl", "pgd", "--pgd-steps", "2", "--clean-views", "1")
     views = t.augment(t.images[:B])
-    clean, target = t.regime.split(views)
-    assert torch.equal(clean, views[:B]) and target.shape[0] == 2 * B
-    assert (t.regime.craft(clean, target) - target).abs().amax() > 0
+    trained_on = []
+    loss = t.loss
+    t.loss = lambda v, net=None: (trained_on.append(v) if net is None else None, loss(v, net))[1]
+    t.regime.step(views)
+    assert torch.equal(trained_on[-1][:B], views[:B])  # view 1 of every image: as cut
+    assert (trained_on[-1][B:] - views[B:]).abs().amax(dim=(1, 2, 3)).min() > 0  # every other view: perturbed
     with pytest.raises(UsageError, match="--clean-views 3 leaves no view"):
         make_trainer(tmp_path / "b", tiny_data, "empssl", "pgd", "--clean-views", "3")
+    with pytest.raises(UsageError, match="--clean-apart"):
+        make_trainer(tmp_path / "c", tiny_data, "empssl", "free", "--clean-apart")
+
+
+def test_a_pgd_run_from_before_the_attack_styles_resumes_with_the_isolated_step(tmp_path, tiny_data):
+    t = make_trainer(tmp_path / "run", tiny_data, "empssl", "pgd", "--pgd-steps", "1", "--attack-style", "isolated",
+                     "--epochs", "1")
+    t.run()
+    path = tmp_path / "run" / "last.pt"
+    state = torch.load(path, weights_only=True)
+    del state["config"]["attack_style"]
+    torch.save(state, path)
+    for extra in ([], ["--attack-style", "isolated"]):
+        cfg, given, _ = parse_config("empssl", "pgd", None, ["--data-dir", str(tiny_data), "--resume", str(path),
+                                                             "--out-dir", str(tmp_path / "run"), *extra])
+        assert Trainer(cfg, given).cfg["attack_style"] == "isolated"
 
 
 @pytest.mark.parametrize("regime", ["pgd", "free"])

@@ -80,14 +80,14 @@ def model_name(r) -> str:
 
 
 def own_name(method_cls, preset, regime, cfg):
-    """The name of the project's own row (``Method.own_rows``) whose flags the run's config holds, or None."""
+    """The name of the project's own row (``Method.own_rows``) whose ablation settings and forward the run has,
+    or None."""
     from .train import parse_config
 
     for row_preset, row_regime, _, flags, name in getattr(method_cls, "own_rows", ()):
-        if (row_preset, row_regime) != (preset, regime):
-            continue
-        base, own = (parse_config(method_cls.name, regime, {}, argv)[0] for argv in ([], list(flags)))
-        if all(cfg.get(k) == v for k, v in own.items() if base[k] != v):
+        own = parse_config(method_cls.name, regime, {}, list(flags))[0]
+        if (row_preset, row_regime) == (preset, regime) and regime_departures(regime, own) == regime_departures(
+                regime, cfg) and forward_word(method_cls, own) == forward_word(method_cls, cfg):
             return name
     return None
 

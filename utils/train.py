@@ -184,6 +184,8 @@ def adopt_checkpoint_config(cfg, given, state, path):
     if "regime_state" not in state:
         raise UsageError(f"{path} was written by an older version of this project; evaluate it, or start a new run")
     saved = state["config"]
+    if saved.get("regime") in REGIMES:  # settings added since the run started keep the behaviour it trained with
+        saved = {**REGIMES[saved["regime"]].legacy, **saved}
     if (saved["method"], saved["regime"]) != (cfg["method"], cfg["regime"]):
         raise UsageError(f"{path} was trained by {saved['script']}.py ({saved['method']}, {saved['regime']}); "
                          f"resume it with that script")
@@ -298,6 +300,9 @@ class Trainer:
         if clean_views >= cfg["num_views"]:
             raise UsageError(f"--clean-views {clean_views} leaves no view of the {cfg['num_views']} to perturb; "
                              f"choose at most {cfg['num_views'] - 1}")
+        if cfg.get("clean_apart") and not clean_views:
+            raise UsageError("--clean-apart forwards the clean views apart: it needs --clean-views K (K >= 1) in an "
+                             "adversarial regime")
         self.clean_rows = clean_views * self.local_batch
         self.perturbed_shape = (cfg["num_views"] * self.local_batch - self.clean_rows, 3, 32, 32)
         regime = REGIMES.lookup(cfg["regime"])

@@ -17,7 +17,7 @@ import torch
 
 from attacks import frozen_bn_stats
 
-from ..cli import nonneg_float, nonneg_int, radius
+from ..cli import eps_label, nonneg_float, nonneg_int, radius
 
 
 class Regime:
@@ -25,6 +25,7 @@ class Regime:
     display = ""  # "PGD adversarial training": the scripts' --help
     baseline = False  # the no-defence reference that a table of robust methods shows beside them
     variants: dict = {}  # name -> training flags: optional rows of utils.reproduce beside each seed row
+    legacy: dict = {}  # settings added later -> the value that runs from before them trained with
 
     def __init__(self, cfg: dict, learner):
         self.cfg, self.learner = cfg, learner
@@ -93,9 +94,17 @@ class Adversarial(Regime):
 
     @classmethod
     def departures(cls, cfg) -> list:
-        """The ablation settings a run changed from the regime's defaults, as words for its label."""
-        words = [] if cfg.get("clean_views") is None else [f"{cfg['clean_views']} clean views"]
-        return words + ([f"clean branch x{cfg['clean_weight']:g}"] if cfg.get("clean_weight") else [])
+        """The ablation settings a run changed from its method's and the regime's defaults, as words for its label."""
+        from ..methods import METHODS
+
+        method = METHODS.get(cfg.get("method"))
+        default_clean = method.clean_views if method else 0
+        words = [f"{cfg['clean_views']} clean views"] if cfg.get("clean_views") not in (None, default_clean) else []
+        words += [f"clean branch x{cfg['clean_weight']:g}"] if cfg.get("clean_weight") else []
+        words += ["clean views forwarded apart"] if cfg.get("clean_apart") else []
+        words += ["invariance to the clean views"] if cfg.get("anchor") == "clean" else []
+        words += [f"eps {eps_label(cfg['eps'])}"] if "eps" in cfg and abs(cfg["eps"] - 8 / 255) > 1e-9 else []
+        return words + ([f"step {eps_label(cfg['alpha'])}"] if "alpha" in cfg and abs(cfg["alpha"] - 0.01) > 1e-9 else [])
 
     @classmethod
     def clean_passes(cls, cfg) -> int:

@@ -23,6 +23,7 @@ class PGD(Adversarial):
 
     name, display = "pgd", "PGD adversarial training"
     variants = {"isolated": ("--attack-style", "isolated")}  # the seed's rows use the original code's step
+    legacy = {"attack_style": "isolated"}  # the only step before the styles existed
 
     @classmethod
     def add_flags(cls, group):
