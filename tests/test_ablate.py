@@ -81,6 +81,27 @@ def test_recalibration_sets_the_statistics_to_the_clean_batches_and_writes_a_new
         recalibrate([str(tmp_path / "run"), "--out", str(tmp_path / "recal.pt")])
 
 
+@pytest.mark.parametrize("argv,sizes", [
+    ([], [4]),
+    (["--per-view-forward"], [1, 1, 1, 1]),
+    (["--clean-views", "1", "--clean-apart"], [1, 3]),
+    (["--clean-views", "1", "--clean-apart", "--per-view-forward"], [1, 1, 1, 1]),
+])
+def test_recalibration_forwards_the_clean_views_grouped_as_training_forwarded_them(argv, sizes):
+    import torch
+
+    from utils.recalibrate import clean_view_batches
+
+    cfg = parse_config("empssl", "free", None, ["--num-views", "4", "--batch-size", "3", *argv])[0]
+    images = torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8)
+    groups = list(clean_view_batches(cfg, images, seed=0))
+    assert [len(g) // 3 for g in groups] == sizes * 2  # two batches of 3 images, in views of 3 rows
+    per_batch = len(sizes)
+    first = torch.cat(groups[:per_batch])
+    again = torch.cat(list(clean_view_batches({**cfg, "clean_apart": False, "per_view_forward": False}, images, 0))[:1])
+    torch.testing.assert_close(first, again)  # the same views, only grouped differently
+
+
 @pytest.mark.parametrize("argv,words,alias", [
     ([], [], True),
     (["--clean-views", "4", "--per-view-forward"], ["4 clean views", "per-view BN"], False),

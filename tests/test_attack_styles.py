@@ -203,3 +203,21 @@ def test_the_clean_anchor_pulls_every_view_to_the_clean_views_and_needs_them(tmp
     torch.testing.assert_close(t.method.loss(z)[0], empssl_loss(z, 200.0, 1.0, 0.2, anchors=1)[0])
     with pytest.raises(UsageError, match="--anchor clean"):
         make_trainer(tmp_path / "b", tiny_data, "empssl", "free", "--anchor", "clean")
+
+
+@pytest.mark.parametrize("regime,extra", [
+    ("pgd", ["--pgd-steps", "2"]), ("pgd", ["--pgd-steps", "2", "--attack-gain"]),
+    ("pgd", ["--pgd-steps", "2", "--clean-weight", "1", "--attack-gain"]),
+    ("free", ["--replays", "2"]), ("free", ["--replays", "2", "--attack-gain"]),
+])
+def test_the_passes_a_step_is_counted_at_are_the_encoder_forwards_it_makes(tmp_path, tiny_data, regime, extra):
+    t = make_trainer(tmp_path, tiny_data, "empssl", regime, *extra)
+    rows = {"with_backward": 0, "forward_only": 0}
+
+    def count(module, inputs, output):
+        rows["with_backward" if torch.is_grad_enabled() else "forward_only"] += len(inputs[0])
+
+    t.model.register_forward_hook(count)
+    t.train_step(t.images[:B])
+    passes = (rows["with_backward"] + rows["forward_only"] / 3) / (3 * B)
+    assert passes == pytest.approx(type(t.regime).passes_per_batch(t.cfg))

@@ -44,17 +44,22 @@ def recalibrate_bn(model: nn.Module, batches) -> None:
 
 
 def clean_view_batches(cfg, images, seed):
-    """The run's views of ``images`` (uint8), unperturbed, one training forward's input at a time (a training
-    batch's views, or each view of it where the run forwarded views one by one)."""
+    """The run's views of ``images`` (uint8), unperturbed, one training forward's input at a time: a training
+    batch's views, its clean views apart from the others where the run had ``--clean-apart``, and each view on
+    its own where it forwarded views one by one."""
     scale = (cfg["scale_min"], cfg["scale_max"]) if cfg.get("scale_min") is not None else None
     ratio = (cfg["ratio_min"], cfg["ratio_max"]) if cfg.get("ratio_min") is not None else None
     augment = augment_for(cfg["num_views"], cfg["method"], cfg["preset"], scale=scale, ratio=ratio)
     method = METHODS.lookup(cfg["method"])(cfg)
     per_view = cfg.get("per_view_forward", method.per_view_forward)
+    batch = cfg["batch_size"]
+    clean_views = method.clean_views if cfg.get("clean_views") is None else cfg["clean_views"]
+    apart = clean_views * batch if cfg.get("clean_apart") else 0
     torch.manual_seed(seed)
-    for start in range(0, len(images) - cfg["batch_size"] + 1, cfg["batch_size"]):
-        views = augment(images[start: start + cfg["batch_size"]])
-        yield from views.chunk(cfg["num_views"]) if per_view else (views,)
+    for start in range(0, len(images) - batch + 1, batch):
+        views = augment(images[start: start + batch])
+        for group in (views[:apart], views[apart:]) if apart else (views,):
+            yield from group.split(batch) if per_view else (group,)
 
 
 def recalibrate(argv=None):

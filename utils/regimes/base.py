@@ -50,7 +50,7 @@ class Regime:
         return 1
 
     @classmethod
-    def passes_per_batch(cls, cfg: dict) -> int:
+    def passes_per_batch(cls, cfg: dict) -> float:
         """Forward + backward passes of the encoder per minibatch (for FLOP counts)."""
         return 1
 
@@ -107,8 +107,13 @@ class Adversarial(Regime):
         return words + ([f"step {eps_label(cfg['alpha'])}"] if "alpha" in cfg and abs(cfg["alpha"] - 0.01) > 1e-9 else [])
 
     @classmethod
-    def clean_passes(cls, cfg) -> int:
-        return 1 if cfg["clean_weight"] else 0
+    def clean_passes(cls, cfg) -> float:
+        """The encoder passes ``objective`` adds at the clean views, in forward + backward units: the clean branch
+        one, the attack-gain diagnostic alone a forward without backward (about a third: a backward costs about
+        two forwards)."""
+        if cfg["clean_weight"]:
+            return 1
+        return 1 / 3 if cfg.get("attack_gain") else 0
 
     def objective(self, views, perturbed):
         """(V*b, 3, H, W) clean views and the same views with the adversary's rows perturbed -> (loss, terms):
