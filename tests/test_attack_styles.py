@@ -11,6 +11,7 @@ from attacks import eval_bn, pgd_linf
 from losses import empssl_loss, nt_xent
 from utils.errors import UsageError
 from utils.optim import LARS
+from utils.regimes.pgd import PART_WORDS
 from utils.train import Trainer, parse_config
 
 EPS, ALPHA, STEPS, B = 8 / 255, 0.01, 3, 16
@@ -93,6 +94,49 @@ def test_one_pgd_step_equals_its_transcription(tmp_path, tiny_data, method, styl
     moved = [k for k in reference.state_dict() if not torch.allclose(reference.state_dict()[k].float(),
                                                                       other.state_dict()[k].float())]
     assert any("running_mean" in k for k in moved) and any(k.endswith("weight") for k in moved)
+
+
+def step_in_parts(model, views, accumulate, move, own_target):
+    """SimCLR's PGD step with each part of the original step chosen: the attack steps' parameter gradients summed
+    into the training step's or not; the attack's statistics kept or restored; the attack on view 2 against its
+    own copy or on the training loss."""
+    opt = LARS(model.parameters(), 0.3, 0.9, 1e-4, 0.005)
+    opt.zero_grad()
+    buffers = copy.deepcopy({k: v for k, v in model.named_buffers()})
+    x1, x = views[:B], views[B:]
+    delta = torch.zeros_like(x, requires_grad=True)
+    for _ in range(STEPS):
+        if own_target:
+            loss = nt_xent(model(x), model(x + delta), 0.07)
+        else:
+            loss = objective("simclr", model, torch.cat([x1, x + delta]))
+        loss.backward()
+        ascend(delta, x)
+    if not move:
+        model.load_state_dict({**model.state_dict(), **buffers})
+    if not accumulate:
+        opt.zero_grad()
+    objective("simclr", model, torch.cat([x1, x + delta]).detach()).backward()
+    opt.step()
+
+
+@pytest.mark.parametrize("flags,parts", [
+    (["--attack-style", "original", "--attack-grads", "discard"], (False, True, True)),
+    (["--attack-style", "original", "--attack-stats", "restore"], (True, False, True)),
+    (["--attack-style", "original", "--attack-target", "training"], (True, True, False)),
+    (["--attack-style", "isolated", "--attack-target", "original"], (False, False, True)),
+    (["--attack-style", "original"], (True, True, True)),
+    (["--attack-style", "isolated"], (False, False, False)),
+])
+def test_each_part_of_the_original_step_switches_alone(tmp_path, tiny_data, flags, parts):
+    t = make_trainer(tmp_path, tiny_data, "simclr", "pgd", "--pgd-steps", str(STEPS), *flags)
+    views = t.augment(t.images[:B])
+    reference = copy.deepcopy(t.model)
+    t.regime.step(views)
+    step_in_parts(reference, views, *parts)
+    assert_states_close(t.model.state_dict(), reference.state_dict())
+    label = type(t.regime).label(t.cfg)
+    assert all(PART_WORDS[value] in label for value in flags[3::2])  # the label names each departure
 
 
 def test_the_seed_scripts_default_to_the_original_style_and_generic_runs_to_isolated():

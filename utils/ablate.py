@@ -36,6 +36,7 @@ class Ablation:
 
 
 ISO = ("--attack-style", "isolated")
+ORIG = ("--attack-style", "original")
 ABLATIONS = (
     Ablation("empssl-standard", "empssl", "standard"),
     Ablation("pgd-original", "empssl", "pgd", ("--attack-style", "original")),
@@ -52,6 +53,10 @@ ABLATIONS = (
     Ablation("pgd-isolated-eps-4", "empssl", "pgd", (*ISO, "--eps", "4/255", "--alpha", "0.005")),
     Ablation("simclr-pgd-isolated", "simclr", "pgd", ISO),
     Ablation("simclr-pgd-isolated-joint-bn", "simclr", "pgd", (*ISO, "--no-per-view-forward")),
+    Ablation("simclr-pgd-original", "simclr", "pgd", ORIG),
+    Ablation("simclr-pgd-original-discard-grads", "simclr", "pgd", (*ORIG, "--attack-grads", "discard")),
+    Ablation("simclr-pgd-original-restore-stats", "simclr", "pgd", (*ORIG, "--attack-stats", "restore")),
+    Ablation("simclr-pgd-original-training-target", "simclr", "pgd", (*ORIG, "--attack-target", "training")),
     Ablation("free", "empssl", "free", (), aa=True),
     Ablation("free-clean-views-1", "empssl", "free", ("--clean-views", "1"), aa=True),
     Ablation("free-clean-views-8", "empssl", "free", ("--clean-views", "8"), aa=True),
