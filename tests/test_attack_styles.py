@@ -139,6 +139,28 @@ def test_each_part_of_the_original_step_switches_alone(tmp_path, tiny_data, flag
     assert all(PART_WORDS[value] in label for value in flags[3::2])  # the label names each departure
 
 
+def test_an_invariance_only_attack_maximises_the_invariance_term_alone(tmp_path, tiny_data):
+    from losses.invariance import invariance
+
+    flags = ("--pgd-steps", str(STEPS), "--attack-style", "isolated", "--attack-tcr-coef", "0")
+    t = make_trainer(tmp_path, tiny_data, "empssl", "pgd", *flags)
+    views = t.augment(t.images[:B])
+    model = copy.deepcopy(t.model)
+    t.regime.step(views)
+    attacker, opt = copy.deepcopy(model), LARS(model.parameters(), 0.3, 0.9, 1e-4, 0.005)
+    delta = torch.zeros_like(views, requires_grad=True)
+    for _ in range(STEPS):
+        (-200.0 * invariance(attacker(views + delta).view(3, B, -1))).backward()
+        ascend(delta, views)
+    opt.zero_grad()
+    objective("empssl", model, (views + delta).detach()).backward()
+    opt.step()
+    assert_states_close(t.model.state_dict(), model.state_dict())
+    assert "attack TCR weight 0" in type(t.regime).label(t.cfg)
+    with pytest.raises(UsageError, match="attack-tcr-coef"):
+        make_trainer(tmp_path / "free", tiny_data, "empssl", "free", "--attack-tcr-coef", "0")
+
+
 def test_the_seed_scripts_default_to_the_original_style_and_generic_runs_to_isolated():
     assert parse_config("empssl", "pgd", None, [])[0]["attack_style"] == "original"
     assert parse_config("simclr", "pgd", None, [])[0]["attack_style"] == "original"

@@ -51,6 +51,8 @@ ABLATIONS = (
     Ablation("pgd-isolated-alpha-1", "empssl", "pgd", (*ISO, "--alpha", "1/255")),
     Ablation("pgd-isolated-eps-2", "empssl", "pgd", (*ISO, "--eps", "2/255", "--alpha", "0.0025")),
     Ablation("pgd-isolated-eps-4", "empssl", "pgd", (*ISO, "--eps", "4/255", "--alpha", "0.005")),
+    Ablation("pgd-isolated-invariance-attack", "empssl", "pgd", (*ISO, "--attack-tcr-coef", "0")),
+    Ablation("pgd-isolated-2-views", "empssl", "pgd", (*ISO, "--num-views", "2")),
     Ablation("simclr-pgd-isolated", "simclr", "pgd", ISO),
     Ablation("simclr-pgd-isolated-joint-bn", "simclr", "pgd", (*ISO, "--no-per-view-forward")),
     Ablation("simclr-pgd-original", "simclr", "pgd", ORIG),

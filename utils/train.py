@@ -369,10 +369,18 @@ class Trainer:
 
     def loss(self, views, net=None):
         """(V*b, 3, H, W) view-major views -> (loss, terms), the method's objective over the global batch."""
+        return self.method.loss(self.embed(views, net))
+
+    def attack_loss(self, views, net=None):
+        """(V*b, 3, H, W) view-major views -> the scalar a PGD attack maximises (the method's ``attack_loss``)."""
+        return self.method.attack_loss(self.embed(views, net))
+
+    def embed(self, views, net=None):
+        """(V*b, 3, H, W) view-major views -> (V, B, d) embeddings over the global batch."""
         net, batch = self.net if net is None else net, len(views) // self.cfg["num_views"]
         with self._autocast():
             z = torch.cat([self.method.embed(net, group, batch) for group in self.forward_groups(views)])
-        return self.method.loss(dist.gather_views(z.view(self.cfg["num_views"], -1, z.shape[-1])))
+        return dist.gather_views(z.view(self.cfg["num_views"], -1, z.shape[-1]))
 
     def zero_grad(self):
         self.optimizer.zero_grad(set_to_none=True)

@@ -49,6 +49,10 @@ class Method:
         with one detached term per ``term_names``."""
         raise NotImplementedError
 
+    def attack_loss(self, z: torch.Tensor) -> torch.Tensor:
+        """z as ``loss`` -> the scalar a PGD attack maximises; by default the training loss."""
+        return self.loss(z)[0]
+
     def original_attack_views(self, clean: torch.Tensor, target: torch.Tensor, x_adv: torch.Tensor) -> torch.Tensor:
         """The views whose loss the original code's PGD attack maximises (``--attack-style original``), given
         the clean rows, the rows to perturb and their perturbed copy; by default the training views."""

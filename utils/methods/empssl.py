@@ -37,13 +37,23 @@ class EMPSSL(Method):
         group.add_argument("--anchor", choices=("all", "clean"), default="all",
                            help="what the invariance pulls each view to: the mean of all its image's views, or "
                                 "of the views an adversary leaves clean (--clean-views)")
+        group.add_argument("--attack-tcr-coef", type=nonneg_float, default=None,
+                           help="weight of the TCR term in what a PGD attack maximises (default: --tcr-coef; 0: "
+                                "the attack moves only the invariance, a per-image term)")
 
     def __init__(self, cfg):
         super().__init__(cfg)
         if cfg.get("anchor") == "clean" and not cfg.get("clean_views"):
             raise UsageError("--anchor clean pulls the views to the clean ones: it needs --clean-views K (K >= 1)")
+        if cfg.get("attack_tcr_coef") is not None and cfg.get("regime") != "pgd":
+            raise UsageError("--attack-tcr-coef weighs TCR in the PGD attack's objective; the other regimes have "
+                             "no attack of their own: drop it or train with main_empssl_adv.py")
 
-    def loss(self, z):
+    def loss(self, z, tcr_coef=None):
         anchors = (self.cfg.get("clean_views") or 0) if self.cfg.get("anchor") == "clean" else 0
-        loss, terms = empssl_loss(z, self.cfg["inv_coef"], self.cfg["tcr_coef"], self.cfg["tcr_eps"], anchors)
+        tcr_coef = self.cfg["tcr_coef"] if tcr_coef is None else tcr_coef
+        loss, terms = empssl_loss(z, self.cfg["inv_coef"], tcr_coef, self.cfg["tcr_eps"], anchors)
         return loss, [terms["invariance"], terms["tcr"]]
+
+    def attack_loss(self, z):
+        return self.loss(z, self.cfg.get("attack_tcr_coef"))[0]

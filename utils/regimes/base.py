@@ -103,6 +103,7 @@ class Adversarial(Regime):
         words += [f"clean branch x{cfg['clean_weight']:g}"] if cfg.get("clean_weight") else []
         words += ["clean views forwarded apart"] if cfg.get("clean_apart") else []
         words += ["invariance to the clean views"] if cfg.get("anchor") == "clean" else []
+        words += [f"attack TCR weight {cfg['attack_tcr_coef']:g}"] if cfg.get("attack_tcr_coef") is not None else []
         words += [f"eps {eps_label(cfg['eps'])}"] if "eps" in cfg and abs(cfg["eps"] - 8 / 255) > 1e-9 else []
         return words + ([f"step {eps_label(cfg['alpha'])}"] if "alpha" in cfg and abs(cfg["alpha"] - 0.01) > 1e-9 else [])
 

@@ -66,7 +66,7 @@ class PGD(Adversarial):
             views = lambda x: torch.cat([clean, x])
         modes = eval_bn(learner.model) if cfg["attack_bn"] == "eval" else nullcontext()
         with modes, nullcontext() if move_stats else frozen_bn_stats(learner.model):
-            return pgd_linf(lambda x: learner.loss(views(x), net)[0], target, cfg["eps"], cfg["alpha"],
+            return pgd_linf(lambda x: learner.attack_loss(views(x), net), target, cfg["eps"], cfg["alpha"],
                             cfg["pgd_steps"], cfg["random_start"], accumulate=accumulate)
 
     def step(self, views):
