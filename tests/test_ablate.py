@@ -133,3 +133,17 @@ def test_the_projects_own_row_trains_its_flags_and_is_named_in_tables(tmp_path):
     assert model_name({"train_config": cfg}).endswith("= Anchored CF-AMC-SSL (ours)")
     cfg["clean_views"] = 2
     assert "Anchored" not in model_name({"train_config": cfg}) and "CF-AMC-SSL" not in model_name({"train_config": cfg})
+    small = next(r for r in select_rows(None) if r.variant == "anchored-b50-m4")
+    cfg = parse_config(small.method, small.regime, None, row_argv(small, SCALES["small"], Args))[0]
+    assert (cfg["batch_size"], cfg["replays"]) == (50, 4)
+    assert model_name({"train_config": cfg}).endswith("batch 50) = Anchored CF-AMC-SSL, batch 50, m=4 (ours)")
+
+
+@pytest.mark.parametrize("argv,word", [(["--batch-size", "50"], "batch 50"), (["--replays", "4"], "m=4 free"),
+                                       (["--alpha", "2/255"], "step 2/255")])
+def test_the_seeds_name_is_not_given_to_a_run_with_other_hyperparameters(argv, word):
+    from utils.report import model_name
+
+    assert model_name({"train_config": parse_config("empssl", "free", None, [])[0]}).endswith("= CF-AMC-SSL")
+    name = model_name({"train_config": parse_config("empssl", "free", None, argv)[0]})
+    assert word in name and "CF-AMC-SSL" not in name

@@ -409,7 +409,7 @@ def test_autoattack_with_test_views_eps_sweep_and_report(tmp_path, tiny_data, ch
     assert breakdown["clean"] == pytest.approx(saved_accuracy(result, fitted, tiny_data, sample), abs=0.01)
     proc = run_script("-m", "utils.report", tmp_path, "--out", tmp_path / "table.md")
     table = (tmp_path / "table.md").read_text()
-    assert "Crop-based EMP-SSL (2 crops, m=1 free, 1 epoch, width 8, 32 train images) = CF-AMC-SSL" in table
+    assert "Crop-based EMP-SSL (2 crops, m=1 free, 1 epoch, width 8, 32 train images, batch 16) |" in table
     assert "AutoAttack(8/255)" in table and f"{result['clean']:.2f}" in table
     assert "| slf | pre | 2 |" in table
     assert (tmp_path / "robust_accuracy.png").stat().st_size > 1000 and "plot:" in proc.stdout

@@ -73,6 +73,8 @@ ABLATIONS = (
              ("--clean-views", "4", "--per-view-forward", "--batch-size", "25"), aa=True),
     Ablation("free-clean-views-4-per-view-bn-batch-50-m-4", "empssl", "free",
              ("--clean-views", "4", "--per-view-forward", "--batch-size", "50", "--replays", "4"), aa=True),
+    Ablation("free-clean-views-4-per-view-bn-batch-50-m-4-seed-1", "empssl", "free",
+             ("--clean-views", "4", "--per-view-forward", "--batch-size", "50", "--replays", "4", "--seed", "1"), aa=True),
     Ablation("free-clean-views-4-apart", "empssl", "free", ("--clean-views", "4", "--clean-apart"), aa=True),
     Ablation("free-clean-views-4-per-view-bn-alpha-8", "empssl", "free",
              ("--clean-views", "4", "--per-view-forward", "--alpha", "8/255"), aa=True),
@@ -84,6 +86,9 @@ ABLATIONS = (
     Ablation("free-4-views-4-epochs-clean-views-1-per-view-bn", "empssl", "free",
              ("--num-views", "4", "--clean-views", "1", "--per-view-forward"), aa=True, epochs=4),
     Ablation("free-batch-50", "empssl", "free", ("--batch-size", "50"), aa=True),
+    Ablation("free-batch-50-m-4", "empssl", "free", ("--batch-size", "50", "--replays", "4"), aa=True),
+    Ablation("free-batch-50-m-4-seed-1", "empssl", "free", ("--batch-size", "50", "--replays", "4", "--seed", "1"),
+             aa=True),
     Ablation("free-8-views-clean-branch-batch-50", "empssl", "free",
              ("--num-views", "8", "--clean-weight", "1", "--batch-size", "50"), aa=True),
 )

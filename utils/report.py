@@ -69,10 +69,12 @@ def model_name(r) -> str:
     method_cls = METHODS.get(method)
     forward = forward_word(method_cls, cfg)
     details += [forward] if forward else []
+    batch = script_defaults(method_cls, regime).get("batch_size")
+    details += [f"batch {cfg['batch_size']}"] if batch and cfg.get("batch_size", batch) != batch else []
     name = f"{preset.capitalize()}-based {method_cls.display if method_cls else method} ({', '.join(details)})"
     alias = method_cls.aliases.get((preset, regime)) if method_cls else None
     # the seed's name belongs to the seed's settings, not to an ablation of them
-    alias = alias if not forward and not regime_departures(regime, cfg) else own_name(method_cls, preset, regime, cfg)
+    alias = alias if has_settings(method_cls, regime, cfg) else own_name(method_cls, preset, regime, cfg)
     name += f" = {alias}" if alias else ""
     # The file evaluated, as the result's file name has it: a run directory given as the checkpoint is its last.pt.
     stem = Path((r.get("checkpoint_identity") or {}).get("file") or r.get("checkpoint", "last.pt")).stem
@@ -80,16 +82,30 @@ def model_name(r) -> str:
 
 
 def own_name(method_cls, preset, regime, cfg):
-    """The name of the project's own row (``Method.own_rows``) whose ablation settings and forward the run has,
-    or None."""
-    from .train import parse_config
-
+    """The name of the project's own row (``Method.own_rows``) whose settings the run has, or None."""
     for row_preset, row_regime, _, flags, name in getattr(method_cls, "own_rows", ()):
-        own = parse_config(method_cls.name, regime, {}, list(flags))[0]
-        if (row_preset, row_regime) == (preset, regime) and regime_departures(regime, own) == regime_departures(
-                regime, cfg) and forward_word(method_cls, own) == forward_word(method_cls, cfg):
+        if (row_preset, row_regime) == (preset, regime) and has_settings(method_cls, regime, cfg, flags):
             return name
     return None
+
+
+def has_settings(method_cls, regime, cfg, flags=()) -> bool:
+    """Whether a run has the settings of its regime's seed script with ``flags`` added, as far as a table shows
+    them: the views, the regime's label (its hyperparameters and ablation settings), the forward and the batch
+    size. Epochs, width and training images are the scale's, not the method's."""
+    from .train import parse_config
+
+    if regime not in getattr(method_cls, "scripts", {}):
+        return False
+    ref = parse_config(method_cls.name, regime, None, list(flags))[0]
+    cfg = {**ref, **cfg}  # what a config does not record (older runs) counts as the script's default
+    run, seed = ((regime_label(regime, c), forward_word(method_cls, c), c["num_views"], c["batch_size"]) for c in (cfg, ref))
+    return run == seed
+
+
+def script_defaults(method_cls, regime) -> dict:
+    """The seed script's defaults for a regime (the paper's settings), or {}."""
+    return getattr(method_cls, "scripts", {}).get(regime, ("", {}))[1]
 
 
 def forward_word(method_cls, cfg) -> str:
@@ -98,11 +114,6 @@ def forward_word(method_cls, cfg) -> str:
     if method_cls is None or forward is None or forward == method_cls.per_view_forward:
         return ""
     return "per-view BN" if forward else "joint BN"
-
-
-def regime_departures(regime, cfg) -> list:
-    departures = getattr(REGIMES.get(regime), "departures", None)
-    return departures(cfg) if departures else []
 
 
 def regime_label(regime, cfg) -> str:
