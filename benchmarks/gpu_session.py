@@ -63,10 +63,11 @@ SMOKE = Scale(("--width", "4", "--hidden-dim", "16", "--subset", "64", "--batch-
                "--device", "cpu"),
               ("--device", "cpu", "--width", "4", "--hidden-dim", "16", "--batch-size", "4", "--num-views", "2",
                "--steps", "1", "--warmup", "1"), 20, (40,),
-              {"machine": (15, 0), "data": (30, 0), "cuda_tests": (30, 0), "probe": (40, 0), "train": (60, 20),
-               "slf_pre": (30, 15), "slf_backbone": (30, 15), "autoattack": (45, 20), "autoattack_more": (None, 0)},
+              # Three times what the stages take on an idle 2-core CPU: a test on a loaded machine must not hit them.
+              {"machine": (45, 0), "data": (90, 0), "cuda_tests": (90, 0), "probe": (120, 0), "train": (180, 60),
+               "slf_pre": (90, 45), "slf_backbone": (90, 45), "autoattack": (135, 60), "autoattack_more": (None, 0)},
               # A toy on the CPU: the probe's shapes differ from training's, so compiling would start over.
-              170, False)
+              510, False)
 
 
 class PastBox(Exception):
@@ -475,7 +476,7 @@ def parse_args(argv):
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", help="session folder (session.json, session.md, the run, evaluations, logs)")
     p.add_argument("--budget", type=positive_float, default=None, help="seconds for all stages (default: 540; "
-                   "--smoke 170)")
+                   "--smoke 510)")
     p.add_argument("--data", choices=DATASETS, default="imagefolder")
     p.add_argument("--data-dir", default=None, help="an unpacked dataset (default: unpack --data-archive into OUT/data)")
     p.add_argument("--data-archive", default=str(ROOT / ".carry" / "cifar10-jpeg.tar.gz"),

@@ -53,6 +53,7 @@ ABLATIONS = (
     Ablation("pgd-isolated-eps-4", "empssl", "pgd", (*ISO, "--eps", "4/255", "--alpha", "0.005")),
     Ablation("pgd-isolated-invariance-attack", "empssl", "pgd", (*ISO, "--attack-tcr-coef", "0")),
     Ablation("pgd-isolated-2-views", "empssl", "pgd", (*ISO, "--num-views", "2")),
+    Ablation("pgd-isolated-tcr-coef-0.25", "empssl", "pgd", (*ISO, "--tcr-coef", "0.25")),
     Ablation("simclr-pgd-isolated", "simclr", "pgd", ISO),
     Ablation("simclr-pgd-isolated-joint-bn", "simclr", "pgd", (*ISO, "--no-per-view-forward")),
     Ablation("simclr-pgd-isolated-batch-100", "simclr", "pgd", (*ISO, "--batch-size", "100")),
