@@ -39,6 +39,7 @@ ISO = ("--attack-style", "isolated")
 ORIG = ("--attack-style", "original")
 ABLATIONS = (
     Ablation("empssl-standard", "empssl", "standard"),
+    Ablation("empssl-standard-tcr-coef-0.25", "empssl", "standard", ("--tcr-coef", "0.25")),
     Ablation("pgd-original", "empssl", "pgd", ("--attack-style", "original")),
     Ablation("pgd-isolated", "empssl", "pgd", ISO),
     Ablation("pgd-isolated-eval-bn", "empssl", "pgd", (*ISO, "--attack-bn", "eval")),
