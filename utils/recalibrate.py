@@ -53,8 +53,7 @@ def clean_view_batches(cfg, images, seed):
     method = METHODS.lookup(cfg["method"])(cfg)
     per_view = cfg.get("per_view_forward", method.per_view_forward)
     batch = cfg["batch_size"]
-    clean_views = method.clean_views if cfg.get("clean_views") is None else cfg["clean_views"]
-    apart = clean_views * batch if cfg.get("clean_apart") else 0
+    apart = method.run_clean_views * batch if cfg.get("clean_apart") else 0
     torch.manual_seed(seed)
     for start in range(0, len(images) - batch + 1, batch):
         views = augment(images[start: start + batch])

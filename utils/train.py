@@ -296,7 +296,7 @@ class Trainer:
         scale = (cfg["scale_min"], cfg["scale_max"]) if cfg["scale_min"] is not None else None
         ratio = (cfg["ratio_min"], cfg["ratio_max"]) if cfg["ratio_min"] is not None else None
         self.augment = augment_for(cfg["num_views"], cfg["method"], cfg["preset"], scale=scale, ratio=ratio)
-        clean_views = self.method.clean_views if cfg.get("clean_views") is None else cfg["clean_views"]
+        clean_views = self.method.run_clean_views
         if clean_views >= cfg["num_views"]:
             raise UsageError(f"--clean-views {clean_views} leaves no view of the {cfg['num_views']} to perturb; "
                              f"choose at most {cfg['num_views'] - 1}")

@@ -49,6 +49,13 @@ class Method:
         with one detached term per ``term_names``."""
         raise NotImplementedError
 
+    @property
+    def run_clean_views(self) -> int:
+        """The leading views of each image an adversary leaves clean in this run: ``--clean-views``, else the
+        method's ``clean_views``."""
+        given = self.cfg.get("clean_views")
+        return self.clean_views if given is None else given
+
     def attack_loss(self, z: torch.Tensor) -> torch.Tensor:
         """z as ``loss`` -> the scalar a PGD attack maximises; by default the training loss."""
         return self.loss(z)[0]
