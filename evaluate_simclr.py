@@ -1,4 +1,5 @@
-"""Evaluate a SimCLR encoder: fine-tune a classifier (--protocol slf, alf or aff), then clean, PGD-20 and AutoAttack accuracy."""
+"""Evaluate a SimCLR encoder: fine-tune a classifier (--protocol slf, alf or aff), then clean, PGD-20 and
+AutoAttack accuracy."""
 from utils.evaluate import main
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""CF-AMC-SSL: EMP-SSL (16 crops, TCR + invariance) with free adversarial training (m = 3 replays, eps 8/255). Defaults: the seed's row, declared in utils/methods/; every one a flag (see --help)."""
+"""CF-AMC-SSL: EMP-SSL (16 crops, TCR + invariance) with free adversarial training (m = 3 replays, eps 8/255).
+Defaults: the paper's row, declared in utils/config.py (SCRIPTS); every one a flag (see --help)."""
 from utils.train import main
 
 if __name__ == "__main__":

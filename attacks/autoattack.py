@@ -5,8 +5,19 @@ import time
 from contextlib import contextmanager
 
 import torch
-from pyautoattack import AutoAttack
-from pyautoattack.checks import check_square_sr
+
+MISSING = "AutoAttack needs Croce and Hein's package: pip install pyautoattack"
+
+
+def reference_autoattack():
+    """The reference implementation's ``AutoAttack`` class and its success-rate check, imported only when an
+    evaluation asks for AutoAttack (training needs no evaluation package); ``ImportError(MISSING)`` without it."""
+    try:
+        from pyautoattack import AutoAttack
+        from pyautoattack.checks import check_square_sr
+    except ImportError:
+        raise ImportError(MISSING) from None
+    return AutoAttack, check_square_sr
 
 
 def autoattack_cascade(model, x: torch.Tensor, y: torch.Tensor, eps: float, seed: int, batch_size: int, device):
@@ -20,6 +31,7 @@ def autoattack_cascade(model, x: torch.Tensor, y: torch.Tensor, eps: float, seed
     Returns (robust (N,) bool on x's device, accuracy {"clean": %, "apgd-ce": %, ...} in attack order,
     seconds {attack: s}, AutoAttack's warnings as text lines).
     """
+    AutoAttack, check_square_sr = reference_autoattack()
     adversary = AutoAttack(model, version="standard", norm="Linf", eps=eps, seed=seed, device=device)
     with _warnings_of(adversary.logger) as notes:
         robust = _predictions(model, x, batch_size, device) == y

@@ -41,6 +41,7 @@ class FreeAdversary:
     def load_state_dict(self, state: dict) -> None:
         if tuple(state["delta"].shape) != tuple(self.delta.shape):
             raise ValueError(
-                f"saved free perturbation has shape {tuple(state['delta'].shape)}, this run needs {tuple(self.delta.shape)}"
+                f"saved free perturbation has shape {tuple(state['delta'].shape)}, "
+                f"this run needs {tuple(self.delta.shape)}"
             )
         self.delta = state["delta"].to(self.delta.device, self.delta.dtype).detach()

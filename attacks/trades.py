@@ -26,8 +26,8 @@ def trades_adversary(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Ten
                      steps: int) -> torch.Tensor:
     """x: (B, C, H, W) in [0, 1] -> x_adv of that shape, detached: PGD with sign steps of ``step_size`` on the
     KL term against the model's (fixed) prediction on x, from x + 0.001 N(0, 1) clipped to [0, 1] (an image
-    even with no steps), each step projected to the L-inf ball of radius ``eps`` around x and to [0, 1]. ``model`` maps images to logits (B, K); run it in
-    the mode the attack should see (TRADES crafts in eval mode)."""
+    even with no steps), each step projected to the L-inf ball of radius ``eps`` around x and to [0, 1]. ``model`` maps
+    images to logits (B, K); run it in the mode the attack should see (TRADES crafts in eval mode)."""
     with torch.no_grad():
         logits = model(x)
     start = (x + 0.001 * torch.randn_like(x)).clamp(0, 1)

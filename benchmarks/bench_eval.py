@@ -30,7 +30,8 @@ def main(argv=None):
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = p.parse_args(argv)
     device = torch.device(args.device)
-    encoder = encoder_for(MULTI_VIEW, width=args.width, hidden_dim=args.hidden_dim).to(device).eval().requires_grad_(False)
+    encoder = encoder_for(MULTI_VIEW, width=args.width,
+                          hidden_dim=args.hidden_dim).to(device).eval().requires_grad_(False)
     head = nn.Linear(args.hidden_dim, 10).to(device).requires_grad_(False)
     model = Classifier(encoder, head, "pre").eval()
     images = torch.randint(0, 256, (args.n, 3, 32, 32), dtype=torch.uint8)

@@ -11,6 +11,7 @@ import argparse
 
 import torch
 
+from experiments.labels import regime_words
 from utils.methods import METHODS
 from utils.regimes import REGIMES
 from utils.run import machine
@@ -61,7 +62,7 @@ def main(argv=None):
             rows.append(["augmentation only", f"{aug * 1e3:.1f}", f"{aug / base:.2f}x"])
         step = timeit(lambda: t.train_step(t.images[batch_index]), args.device, args.repeats)
         per = step / regime_cls.steps_per_batch(t.cfg)
-        rows.append([f"{regime_cls.label(t.cfg)}, per optimizer step", f"{per * 1e3:.1f}", f"{per / base:.2f}x"])
+        rows.append([f"{', '.join(regime_words(t.cfg))}, per optimizer step", f"{per * 1e3:.1f}", f"{per / base:.2f}x"])
     print(f"{METHODS[args.method].display}, width {args.width}, hidden {args.hidden_dim}, batch {args.batch_size} x "
           f"{t.cfg['num_views']} views, {machine(args.device)}")
     print_table(["what", "ms", "vs model alone"], rows)

@@ -15,10 +15,12 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from experiments.paper import PAPER
+from utils.ablation import regime_class
+from utils.config import entry_scripts, parse_config
 from utils.methods import METHODS
-from utils.regimes import REGIMES
 from utils.run import machine
-from utils.train import Trainer, entry_scripts, parse_config
+from utils.train import Trainer
 
 from .common import print_table, sync
 
@@ -39,7 +41,8 @@ def script_rows() -> dict:
     """script -> (method, regime, its defaults, the paper's minutes for its crop-based row or None)."""
     rows = {}
     for (method, regime), (script, defaults) in entry_scripts().items():
-        minutes = [row[5] for row in METHODS[method].paper if row[:2] == (defaults.get("preset", "crop"), regime)]
+        minutes = [row.minutes for row in PAPER
+                   if (row.method, row.preset, row.regime) == (method, defaults.get("preset", "crop"), regime)]
         rows[script] = (method, regime, defaults, minutes[0] if minutes else None)
     return rows
 
@@ -73,7 +76,7 @@ def measure(script, args, compile_model) -> dict:
         step(i)
     host_sync = host_sync_of(step, args.warmup, device)
     seconds = seconds_per_step(step, args.steps, device)
-    flops = model_flops(trainer, trainer.augment(trainer.images[:batch])) * REGIMES[regime].passes_per_batch(cfg)
+    flops = model_flops(trainer, trainer.augment(trainer.images[:batch])) * regime_class(cfg).passes_per_batch(cfg)
     epoch_s = seconds * (TRAIN_IMAGES // batch)
     return {"script": script, "compile": compile_model, "batch": batch, "step_seconds": seconds,
             "images_per_s": batch / seconds, "flops_per_step": flops, "flop_per_s": flops / seconds,
@@ -85,7 +88,8 @@ def measure(script, args, compile_model) -> dict:
 
 def row(m) -> list:
     return [m["script"] + (" +compile" if m["compile"] else ""), f"{m['images_per_s']:.0f}", f"{m['epoch_s']:.1f}",
-            "-" if m["peak_gib"] is None else f"{m['peak_gib']:.1f}", "-" if m["mfu"] is None else f"{100 * m['mfu']:.1f}",
+            "-" if m["peak_gib"] is None else f"{m['peak_gib']:.1f}",
+            "-" if m["mfu"] is None else f"{100 * m['mfu']:.1f}",
             f"{m['full_run_min']:.1f}", str(m["paper_min"] or "-"), m["host_sync"]]
 
 

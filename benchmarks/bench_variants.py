@@ -16,9 +16,10 @@ import time
 
 import torch
 
-from utils.reproduce import SCALES
+from experiments.scales import SCALES
+from utils.config import entry_scripts, parse_config
 from utils.run import machine
-from utils.train import Trainer, entry_scripts, parse_config
+from utils.train import Trainer
 
 from .common import print_table, sync
 
@@ -55,7 +56,8 @@ def time_minibatch(trainer) -> float:
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", action="append", required=True, help='a script and its flags, e.g. "main_empssl_free_adv --clean-weight 1"')
+    p.add_argument("--config", action="append", required=True,
+                   help='a script and its flags, e.g. "main_empssl_free_adv --clean-weight 1"')
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--device", default="cpu")
     p.add_argument("--out-dir", default="/tmp/bench_variants")

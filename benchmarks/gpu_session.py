@@ -1,6 +1,6 @@
 """One prepared call for a lent GPU: CF-AMC-SSL at full scale, trained, evaluated and timed inside a budget.
 
-    python -m benchmarks.gpu_session --out DIR [--budget 540] [--export FOLDER]
+    python -m benchmarks.gpu_session --out DIR --budget SECONDS --data-archive FILE.tar.gz [--export FOLDER]
     python -m benchmarks.gpu_session --out DIR --smoke      # the same stages at toy size on the CPU (~2 min)
     python -m benchmarks.gpu_session --dry-run              # the stages, their time boxes, GPU seconds from FLOPs
 
@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tarfile
@@ -30,13 +29,15 @@ from pathlib import Path
 
 import torch
 
+from experiments.paper import PAPER
+from experiments.runner import PastBox, run_command
+from experiments.tables import markdown_table
 from utils.cli import positive_float, run_main
 from utils.data import DATASETS, load_dataset
 from utils.errors import UsageError
-from utils.methods import METHODS
+from utils.results import result_name
 from utils.run import machine, read_jsonl, write_json
 
-ROOT = Path(__file__).resolve().parents[1]
 METHOD, REGIME, SCRIPT = "empssl", "free", "main_empssl_free_adv"
 TRAIN_EXITS = {0: True, 75: False}  # the trainer's exit status -> finished (75: stopped by --time-limit)
 
@@ -49,14 +50,14 @@ class Scale:
     autoattack: int  # images of the first AutoAttack sample
     more: tuple  # larger AutoAttack samples, the largest that fits the time left
     boxes: dict  # stage -> (most seconds, seconds kept for it while earlier stages run)
-    budget: float
+    budget: float | None  # None: --budget must say (the machine's limit, in BENCHMARKS.md)
     compile_if_faster: bool  # train with compile when the probe measured it faster
 
 
 FULL = Scale((), ("--batch-size", "1000"), ("--steps", "10", "--warmup", "3"), 1000, (10_000, 5000, 2000),
              {"machine": (15, 0), "data": (60, 0), "cuda_tests": (60, 0), "probe": (60, 0), "train": (None, 60),
               "slf_pre": (120, 60), "slf_backbone": (90, 50), "autoattack": (180, 80), "autoattack_more": (None, 0)},
-             540, True)
+             None, True)
 SMOKE = Scale(("--width", "4", "--hidden-dim", "16", "--subset", "64", "--batch-size", "16", "--num-views", "2",
                "--replays", "2", "--epochs", "2", "--knn-train", "64", "--knn-test", "20", "--device", "cpu"),
               ("--subset-train", "64", "--subset-test", "20", "--finetune-epochs", "1", "--pgd-steps", "1",
@@ -70,40 +71,8 @@ SMOKE = Scale(("--width", "4", "--hidden-dim", "16", "--subset", "64", "--batch-
               510, False)
 
 
-class PastBox(Exception):
-    """A stage ran past its time box and was stopped."""
-
-
 class Skip(Exception):
     """A stage that cannot run here; the message says why."""
-
-
-def run_child(argv, box, log) -> int:
-    """``python argv`` from the project's root, its output appended to ``log``; its exit status. Past ``box``
-    seconds its process group gets SIGTERM (a training run saves at its next read-back point), then SIGKILL."""
-    grace = min(20.0, max(1.0, box / 10))
-    with open(log, "a") as fh:
-        fh.write(f"$ python {' '.join(map(str, argv))}\n")
-        fh.flush()
-        proc = subprocess.Popen([sys.executable, *map(str, argv)], cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT,
-                                process_group=0, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        try:
-            return proc.wait(timeout=max(box - grace, 0.1))
-        except subprocess.TimeoutExpired:
-            _stop_group(proc, grace)
-            raise PastBox(f"past its time box of {box:.0f} s: stopped") from None
-        except BaseException:
-            _stop_group(proc, grace)
-            raise
-
-
-def _stop_group(proc, grace):
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
 
 
 def last_line(log) -> str:
@@ -186,8 +155,8 @@ def write_text(path, text):
 
 
 def export(session, folder):
-    """Flat copies of what a lent machine brings back (at most 8 files): the session, the training metrics,
-    each evaluation of this call, and the tail of every stage's log."""
+    """Flat copies of what a caller takes away: the session, the training metrics, each evaluation of this call,
+    and the tail of every stage's log, in one file."""
     folder.mkdir(parents=True, exist_ok=True)
     files = {"session.json": session.out / "session.json", "session.md": session.out / "session.md",
              "metrics.jsonl": session.out / "train" / "metrics.jsonl"}
@@ -239,7 +208,7 @@ def stage_cuda_tests(session, box) -> dict:
     if not torch.cuda.is_available():
         raise Skip("no CUDA device here: the suite's CUDA tests need one")
     log = session.log("cuda_tests")
-    code = run_child(["-m", "pytest", "-q", "-m", "cuda", "-p", "no:cacheprovider", "tests"], box, log)
+    code = run_command(["-m", "pytest", "-q", "-m", "cuda", "-p", "no:cacheprovider", "tests"], log, box)
     if code not in (0, 5):  # 5: pytest found no test to run
         raise RuntimeError(f"the CUDA tests failed: {last_line(log)}")
     return {"summary": last_line(log)}
@@ -254,10 +223,11 @@ def stage_probe(session, box) -> dict:
     for mode, share in (("off", 0.4), ("on", 1.0)):
         path = session.out / "logs" / f"probe-{mode}.json"
         try:
-            code = run_child(["-m", "benchmarks.bench_train", "--scripts", SCRIPT, "--compile", mode, "--json", path,
-                              "--out-dir", session.out / f"probe-run-{mode}", *session.scale.probe],
-                             share * (deadline - time.monotonic()), session.log(f"probe-{mode}"))
-            result[mode] = json.loads(path.read_text())[0] if code == 0 else f"failed: {last_line(session.log(f'probe-{mode}'))}"
+            code = run_command(["-m", "benchmarks.bench_train", "--scripts", SCRIPT, "--compile", mode, "--json", path,
+                                "--out-dir", session.out / f"probe-run-{mode}", *session.scale.probe],
+                               session.log(f"probe-{mode}"), share * (deadline - time.monotonic()))
+            result[mode] = (json.loads(path.read_text())[0] if code == 0
+                            else f"failed: {last_line(session.log(f'probe-{mode}'))}")
         except PastBox as e:
             result[mode] = str(e)
     measured = {mode: r for mode, r in result.items() if isinstance(r, dict)}
@@ -281,7 +251,7 @@ def stage_train(session, box) -> dict:
     limit = max(box - grace - min(15.0, box / 4), 1.0)
     argv = [f"{SCRIPT}.py", "--data", data["data"], "--data-dir", data["data_dir"], "--out-dir", run_dir,
             "--resume", "auto", "--knn-every", "1", "--time-limit", f"{limit:.0f}", *session.scale.train]
-    code = run_child(argv + (["--compile"] if compile_model else []), box, session.log("train"))
+    code = run_command(argv + (["--compile"] if compile_model else []), session.log("train"), box)
     if code not in TRAIN_EXITS:
         raise RuntimeError(f"training exited with status {code}: {last_line(session.log('train'))}")
     device = "bf16, channels-last, CUDA" if torch.cuda.is_available() else "float32, CPU"
@@ -314,24 +284,24 @@ def evaluation(session, name, box, flags) -> dict:
         return earlier
     folder = session.out / "eval" / train["key"] / name
     features = flags[flags.index("--features") + 1]
-    path = folder / f"eval-slf-{features}-v1-last.json"
+    path = folder / result_name(features=features)
     if not path.is_file():  # else a call stopped between the evaluation's end and its record
         argv = [f"evaluate_{METHOD}.py", "--checkpoint", train["checkpoint"], "--data", data["data"], "--data-dir",
                 data["data_dir"], "--protocol", "slf", "--no-train-augment", "--out", folder, *session.scale.evaluate,
                 *flags]
-        code = run_child(argv, box, session.log(name))
+        code = run_command(argv, session.log(name), box)
         if code != 0:
             raise RuntimeError(f"evaluation exited with status {code}: {last_line(session.log(name))}")
     r = json.loads(path.read_text())
     return {"key": train["key"], "json": str(path), "features": features, "clean": r["clean"], "pgd": r["pgd"],
             "n_test": r["n_test"], "n_train": r["n_train"], "autoattack": r.get("autoattack"),
             "autoattack_samples": r.get("autoattack_samples"), "stage_seconds": r["stage_seconds"],
-            "finetune_epochs": r["settings"]["finetune_epochs"],
+            "finetune_epochs": r["settings"]["finetune_epochs"], "pgd_steps": r["settings"]["pgd_steps"],
             "seconds": r["seconds"]}
 
 
 def stage_slf_pre(session, box):
-    """SLF on the cached `pre` features (the seed's), then clean and PGD-20 at 4/255 and 8/255 on the test set."""
+    """SLF on the cached `pre` features (the paper's), then clean and PGD-20 at 4/255 and 8/255 on the test set."""
     return evaluation(session, "slf_pre", box, ["--features", "pre", "--eps", "4/255", "8/255"])
 
 
@@ -372,8 +342,9 @@ STAGES = {"machine": stage_machine, "data": stage_data, "cuda_tests": stage_cuda
 
 # ----- session.md -------------------------------------------------------------------------------------------
 def paper_row():
-    """(clean, PGD 4/255, PGD 8/255, minutes) of the seed's CF-AMC-SSL row."""
-    return next(tuple(r[2:]) for r in METHODS[METHOD].paper if r[:2] == ("crop", REGIME))
+    """(clean, PGD 4/255, PGD 8/255, minutes) of the paper's CF-AMC-SSL row."""
+    row = next(r for r in PAPER if (r.method, r.preset, r.regime) == (METHOD, "crop", REGIME))
+    return row.clean, row.pgd4, row.pgd8, row.minutes
 
 
 def render(record) -> str:
@@ -399,14 +370,16 @@ def results_table(done) -> list:
     aa = done.get("autoattack_more") or done.get("autoattack")
     aa_cell = f"{aa['autoattack']['8/255']:.2f} (n={aa['autoattack_samples']})" if aa and aa.get("autoattack") else "-"
     knn = next((k for k in reversed(train["knn"]) if k is not None), None) if train else None
-    rows = ["| Model | Clean | PGD-20 4/255 | PGD-20 8/255 | AutoAttack 8/255 | kNN | Training (min) | Trained |",
-            "|---|---|---|---|---|---|---|---|"]
+    body = []
     for name, label in (("slf_pre", "SLF, `pre` features"), ("slf_backbone", "SLF, `backbone` features")):
         r = done.get(name)
         cells = [f"{r['clean']:.2f}", f"{r['pgd']['4/255']:.2f}", f"{r['pgd']['8/255']:.2f}"] if r else ["-"] * 3
-        rows.append(f"| CF-AMC-SSL, this session ({label}) | " + " | ".join(
-            cells + [aa_cell if name == "slf_pre" else "-", "-" if knn is None else f"{knn:.1f}", mins, when]) + " |")
-    rows.append(f"| CF-AMC-SSL, paper | {clean} | {pgd4} | {pgd8} | - | - | {minutes} | 10 epochs |")
+        body.append([f"CF-AMC-SSL, this session ({label})", *cells, aa_cell if name == "slf_pre" else "-",
+                     "-" if knn is None else f"{knn:.1f}", mins, when])
+    body.append(["CF-AMC-SSL, paper", clean, pgd4, pgd8, "-", "-", minutes, "10 epochs"])
+    steps = (done.get("slf_pre") or {}).get("pgd_steps", 20)
+    rows = markdown_table(["Model", "Clean", f"PGD-{steps} 4/255", f"PGD-{steps} 8/255", "AutoAttack 8/255", "kNN",
+                           "Training (min)", "Trained"], body)
     slf = done.get("slf_pre") or {}
     n_test, epochs = slf.get("n_test", "-"), slf.get("finetune_epochs", "-")
     return rows + ["", f"SLF: {epochs} epochs on cached features of the training images, no augmentation; PGD-20 (step "
@@ -419,25 +392,26 @@ def results_table(done) -> list:
 def probe_lines(probe) -> list:
     if not probe:
         return []
-    lines = ["| Throughput probe | images/s | TFLOP/s | MFU (bf16 peak) | host sync |", "|---|---|---|---|---|"]
+    body = []
     for mode in ("off", "on"):
         m = probe.get(mode)
         if isinstance(m, dict):
             mfu = "-" if m["mfu"] is None else f"{100 * m['mfu']:.1f} % of {m['peak_tflops']:g}"
-            lines.append(f"| compile {mode} | {m['images_per_s']:.0f} | {m['flop_per_s'] / 1e12:.1f} | {mfu} | "
-                         f"{m['host_sync']} |")
+            body.append([f"compile {mode}", f"{m['images_per_s']:.0f}", f"{m['flop_per_s'] / 1e12:.1f}", mfu,
+                         m["host_sync"]])
         else:
-            lines.append(f"| compile {mode} | {m} | | | |")
+            body.append([f"compile {mode}", m])
+    lines = markdown_table(["Throughput probe", "images/s", "TFLOP/s", "MFU (bf16 peak)", "host sync"], body)
     return lines + ["", f"The probe measured compile {'on' if probe['compile'] else 'off'} faster.", ""]
 
 
 def stage_table(call) -> list:
-    rows = ["| Stage | Box (s) | Seconds | Status | Why |", "|---|---|---|---|---|"]
+    body = []
     for s in call["stages"]:
         reason = s.get("reason") or (f"reused from call {s['result']['reused_from_call']}"
                                      if s.get("result") and "reused_from_call" in s["result"] else "")
-        rows.append(f"| {s['stage']} | {s['box_s']:.0f} | {s['seconds']:.1f} | {s['status']} | {reason} |")
-    return rows
+        body.append([s["stage"], f"{s['box_s']:.0f}", f"{s['seconds']:.1f}", s["status"], reason])
+    return markdown_table(["Stage", "Box (s)", "Seconds", "Status", "Why"], body)
 
 
 # ----- --dry-run ----------------------------------------------------------------------------------------------
@@ -475,20 +449,25 @@ def parse_args(argv):
     p = argparse.ArgumentParser(prog="python -m benchmarks.gpu_session", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", help="session folder (session.json, session.md, the run, evaluations, logs)")
-    p.add_argument("--budget", type=positive_float, default=None, help="seconds for all stages (default: 540; "
-                   "--smoke 510)")
+    p.add_argument("--budget", type=positive_float, default=None,
+                   help="seconds for all stages: the lent machine's limit less its start (BENCHMARKS.md gives it per "
+                        "machine; --smoke: 510)")
     p.add_argument("--data", choices=DATASETS, default="imagefolder")
-    p.add_argument("--data-dir", default=None, help="an unpacked dataset (default: unpack --data-archive into OUT/data)")
-    p.add_argument("--data-archive", default=str(ROOT / ".carry" / "cifar10-jpeg.tar.gz"),
-                   help="a .tar.gz of train/<class>/* and test/<class>/* (default: .carry/cifar10-jpeg.tar.gz)")
-    p.add_argument("--export", default=None, help="after every stage, copy the session's files here (flat, <= 8)")
+    p.add_argument("--data-dir", default=None,
+                   help="an unpacked dataset (default: unpack --data-archive into OUT/data)")
+    p.add_argument("--data-archive", default=None, help="a .tar.gz of train/<class>/* and test/<class>/*, unpacked "
+                   "into OUT/data once")
+    p.add_argument("--export", default=None, help="after every stage, copy the session's files here (flat)")
     p.add_argument("--smoke", action="store_true", help="toy sizes on the CPU: checks that every stage runs")
     p.add_argument("--dry-run", action="store_true", help="print the stages, their boxes and GPU estimates")
     args = p.parse_args(argv)
     if not args.dry_run and not args.out:
         p.error("--out is required (a folder for the session)")
-    if not args.dry_run and not args.data_dir and not Path(args.data_archive).is_file():
-        p.error(f"no data: {args.data_archive} does not exist; pass --data-archive FILE.tar.gz or --data-dir DIR")
+    if not args.smoke and args.budget is None:
+        p.error("--budget SECONDS is required: the lent machine's limit less its start (BENCHMARKS.md)")
+    if not args.dry_run and not args.data_dir and not (args.data_archive and Path(args.data_archive).is_file()):
+        p.error(f"no data: {args.data_archive or 'no archive given'}; "
+                "pass --data-archive FILE.tar.gz or --data-dir DIR")
     args.argv = list(sys.argv[1:] if argv is None else argv)
     return args
 

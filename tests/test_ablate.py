@@ -39,7 +39,7 @@ def test_the_table_puts_each_stage_in_its_column_and_skips_entries_not_run(tmp_p
     fake_result(run / "noise", clean=40.0, pgd={"8/255": 39.0})
     args = build_parser().parse_args(["--out", str(tmp_path)])
     text = table(args, ABLATIONS)
-    line = next(l for l in text.splitlines() if l.startswith("| free |"))
+    line = next(row for row in text.splitlines() if row.startswith("| free |"))
     assert line.split(" | ")[2:] == ["0.500", "0.250", "30.0", "40.0", "39.0", "30.0", "12.0", "-", "3.0 |"]
     assert len(text.splitlines()) == 3  # header, rule, the one entry that ran
 
@@ -52,12 +52,12 @@ def test_an_unknown_entry_is_refused_in_one_line(tmp_path):
 def test_recalibration_sets_the_statistics_to_the_clean_batches_and_writes_a_new_file(tmp_path, tiny_data):
     import torch
 
-    from conftest import TINY
+    from utils.blocks import encoder_for
     from utils.checkpoint import load_checkpoint
     from utils.recalibrate import recalibrate, recalibrate_bn
     from utils.train import Trainer
 
-    from utils.blocks import encoder_for
+    from conftest import TINY
 
     model = encoder_for("simclr", width=4, hidden_dim=8)
     batches = [torch.rand(6, 3, 32, 32), torch.rand(10, 3, 32, 32)]
@@ -69,8 +69,9 @@ def test_recalibration_sets_the_statistics_to_the_clean_batches_and_writes_a_new
     torch.testing.assert_close(model.backbone.bn1.running_mean, batch_means.mean(0), rtol=1e-4, atol=1e-6)
     assert not model.training and model.backbone.bn1.momentum == 0.1
 
-    cfg, given, _ = parse_config("empssl", "standard", {}, ["--data-dir", str(tiny_data), "--subset", "32", "--num-views",
-                                                            "2", "--out-dir", str(tmp_path / "run"), *TINY])
+    cfg, given, _ = parse_config("empssl", "standard", {}, ["--data-dir", str(tiny_data), "--subset", "32",
+                                                            "--num-views", "2", "--out-dir", str(tmp_path / "run"),
+                                                            *TINY])
     Trainer(cfg, given).run()
     recalibrate([str(tmp_path / "run"), "--out", str(tmp_path / "recal.pt"), "--images", "32"])
     before, after = load_checkpoint(tmp_path / "run" / "last.pt"), load_checkpoint(tmp_path / "recal.pt")
@@ -107,7 +108,7 @@ def test_recalibration_forwards_the_clean_views_grouped_as_training_forwarded_th
     (["--clean-views", "4", "--per-view-forward"], ["4 clean views", "per-view BN"], False),
     (["--clean-weight", "0.5"], ["clean branch x0.5"], False),
 ])
-def test_a_tables_name_shows_the_ablation_and_keeps_the_seeds_name_for_the_seeds_settings(argv, words, alias):
+def test_a_tables_name_shows_the_ablation_and_keeps_the_papers_name_for_the_papers_settings(argv, words, alias):
     from utils.report import model_name
 
     name = model_name({"train_config": parse_config("empssl", "free", None, argv)[0]})
@@ -118,9 +119,9 @@ def test_a_tables_name_shows_the_ablation_and_keeps_the_seeds_name_for_the_seeds
 
 
 def test_the_projects_own_row_trains_its_flags_and_is_named_in_tables(tmp_path):
+    from utils.report import model_name
     from utils.reproduce import SCALES, select_rows
     from utils.reproduce import train_argv as row_argv
-    from utils.report import model_name
 
     row = next(r for r in select_rows(None) if r.variant == "anchored")
     assert row.key == "crop-empssl-free-anchored" and not row.optional
@@ -141,7 +142,7 @@ def test_the_projects_own_row_trains_its_flags_and_is_named_in_tables(tmp_path):
 
 @pytest.mark.parametrize("argv,word", [(["--batch-size", "50"], "batch 50"), (["--replays", "4"], "m=4 free"),
                                        (["--alpha", "2/255"], "step 2/255")])
-def test_the_seeds_name_is_not_given_to_a_run_with_other_hyperparameters(argv, word):
+def test_the_papers_name_is_not_given_to_a_run_with_other_hyperparameters(argv, word):
     from utils.report import model_name
 
     assert model_name({"train_config": parse_config("empssl", "free", None, [])[0]}).endswith("= CF-AMC-SSL")

@@ -2,7 +2,7 @@
 import re
 
 from benchmarks import bench_eval, bench_step, bench_tcr, bench_train
-from utils.train import entry_scripts
+from utils.config import entry_scripts
 
 SCRIPTS = {key: script for key, (script, _) in entry_scripts().items()}
 
@@ -17,8 +17,8 @@ def test_bench_step(capsys, tmp_path):
     bench_step.main(["--width", "4", "--hidden-dim", "16", "--batch-size", "4", "--num-views", "2", "--repeats", "1",
                      "--out-dir", str(tmp_path)])
     out = capsys.readouterr().out
-    for row in ("model alone", "augmentation only", "standard, per optimizer step", "5-step PGD, isolated, per optimizer step",
-                "m=3 free, per optimizer step"):
+    for row in ("model alone", "augmentation only", "standard, per optimizer step",
+                "5-step PGD, isolated, per optimizer step", "m=3 free, per optimizer step"):
         assert row in out
 
 

@@ -11,11 +11,12 @@ import torch.distributed as tdist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
-from conftest import ROOT, TINY, run_script
 from utils import distributed as dist
 from utils.checkpoint import load_checkpoint
+from utils.config import entry_scripts
 from utils.methods import METHODS
-from utils.train import entry_scripts
+
+from conftest import ROOT, TINY, run_script
 
 SCRIPTS = {key: script for key, (script, _) in entry_scripts().items()}
 
@@ -82,7 +83,8 @@ def test_every_script_trains_under_torchrun(tmp_path, tiny_data, method, regime)
         assert not torch.equal(ckpt["regime_state"][0]["delta"], ckpt["regime_state"][1]["delta"])
     evaluator = f"evaluate_{method}.py"
     ev = subprocess.run([sys.executable, str(ROOT / evaluator), "--checkpoint", str(tmp_path / "last.pt"), "--device",
-                         "cpu", "--subset-train", "16", "--subset-test", "8", "--finetune-epochs", "1", "--pgd-steps", "1"],
+                         "cpu", "--subset-train", "16", "--subset-test", "8", "--finetune-epochs", "1",
+                         "--pgd-steps", "1"],
                         capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
     assert ev.returncode == 0, ev.stderr[-3000:]
     assert json.loads((tmp_path / "eval-slf-pre-v1-last.json").read_text())["n_test"] == 8
@@ -102,13 +104,14 @@ def test_a_one_process_run_resumed_under_two_is_refused(tmp_path, tiny_data):
     proc = torchrun("main_empssl_free_adv.py", "--resume", tmp_path / "epoch_0001.pt", "--out-dir", tmp_path / "b")
     assert proc.returncode != 0 and not (tmp_path / "b" / "last.pt").exists()
     ours = [line for line in proc.stderr.splitlines() if "main_empssl_free_adv.py: error:" in line]
-    assert ours and all("written by 1 process" in line and "--nproc_per_node 1" in line for line in ours), proc.stderr[-3000:]
+    assert ours and all("written by 1 process" in line and "--nproc_per_node 1" in line
+                        for line in ours), proc.stderr[-3000:]
     assert (tmp_path / "last.pt").read_bytes() == before
 
 
 def failing_save_worker(rank, init_file, data_dir, out_dir):
     import utils.distributed
-    import utils.train
+    import utils.rundir
     from utils.errors import UsageError
     from utils.train import Trainer, parse_config
 
@@ -117,7 +120,7 @@ def failing_save_worker(rank, init_file, data_dir, out_dir):
     def disk_full(state, path):
         raise UsageError(f"cannot write checkpoint {path}: No space left on device")
 
-    utils.train.save_checkpoint = disk_full
+    utils.rundir.save_checkpoint = disk_full
     argv = ["--data-dir", data_dir, "--subset", "32", *TINY, "--epochs", "1", "--out-dir", out_dir]
     cfg, given, _ = parse_config("simclr", "standard", {}, argv)
     try:

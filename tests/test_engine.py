@@ -6,12 +6,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import TINY
 from utils.checkpoint import load_checkpoint
 from utils.methods import METHODS, Method
 from utils.regimes import REGIMES, Regime, add_radius_flags
 from utils.run import read_jsonl
 from utils.train import Trainer, parse_config
+
+from conftest import TINY
 
 
 class CosineTwoView(Method):

@@ -10,19 +10,20 @@ import torchvision.transforms.functional as TF
 from pyautoattack import AutoAttack
 from torch import nn
 
-from attacks import autoattack_cascade, pgd_linf, trades_adversary, trades_loss
-from conftest import TINY, run_script
-from utils.blocks import augment_for, encoder_for
 import utils.evaluate as evaluate_module
 import utils.finetune as finetune_module
-from utils.errors import UsageError
+from attacks import autoattack_cascade, pgd_linf, trades_adversary, trades_loss
+from utils.blocks import augment_for, encoder_for
+from utils.config import entry_scripts
 from utils.data import load_dataset, stratified_subset
+from utils.errors import UsageError
 from utils.evaluate import build_classifier, evaluate, load_encoder, parse_args, robust_accuracy
 from utils.finetune import Classifier, crop_flip, crop_flip_params, fit_aff, fit_alf, fit_slf
-from utils.methods import METHODS
 from utils.report import model_name, table
 
-SCRIPTS = {(name, regime): cls.scripts[regime][0] for name, cls in METHODS.items() for regime in cls.scripts}
+from conftest import TINY, run_script
+
+SCRIPTS = {key: script for key, (script, _) in entry_scripts().items()}
 CPU = torch.device("cpu")
 
 
@@ -140,7 +141,8 @@ def test_alf_trains_the_head_and_leaves_the_encoder_bit_identical():
     model = tiny_classifier(x)
     before = {k: v.clone() for k, v in model.encoder.state_dict().items()}
     head = model.head.weight.detach().clone()
-    fit_alf(model, x, y, protocol_args("alf", "--finetune-epochs", 2, "--finetune-batch-size", 8, "--train-steps", 2), CPU)
+    fit_alf(model, x, y, protocol_args("alf", "--finetune-epochs", 2, "--finetune-batch-size", 8,
+                                       "--train-steps", 2), CPU)
     after = model.encoder.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # weights and BatchNorm buffers
     assert not model.encoder.training and not torch.equal(model.head.weight, head)
@@ -249,7 +251,8 @@ def test_autoattack_cascade_is_at_most_pgd_non_increasing_and_equals_one_plain_r
     eps = 1 / 255
     _, pgd, _ = robust_accuracy(model, x, y, [eps], 20, 40, CPU)
     robust, accuracy, seconds, _ = autoattack_cascade(model, x.float() / 255, y, eps, 0, 16, CPU)
-    assert list(accuracy) == ["clean", "apgd-ce", "apgd-t", "fab-t", "square"] and set(seconds) == set(accuracy) - {"clean"}
+    assert (list(accuracy) == ["clean", "apgd-ce", "apgd-t", "fab-t", "square"]
+            and set(seconds) == set(accuracy) - {"clean"})
     values = list(accuracy.values())
     assert values[0] == 100 and all(a >= b for a, b in zip(values, values[1:]))
     assert 0 < values[-1] <= pgd[eps] < 100  # the test is only informative if both attacks break some, not all
@@ -299,7 +302,8 @@ def test_evaluation_of_each_scripts_checkpoint(tmp_path, tiny_data, method, regi
     stem = tmp_path / f"eval-{protocol}-{kind}-v{views_used}-last"
     result = json.loads(stem.with_name(stem.name + ".json").read_text())
     assert result["n_test"] == 24 and result["method"] == method and result["regime"] == regime
-    assert result["clean"] == pytest.approx(saved_accuracy(result, stem.with_name(stem.name + ".pt"), tiny_data), abs=0.01)
+    assert result["clean"] == pytest.approx(saved_accuracy(result, stem.with_name(stem.name + ".pt"), tiny_data),
+                                            abs=0.01)
     assert set(result["pgd"]) == {"4/255", "8/255"} and all(v <= result["clean"] for v in result["pgd"].values())
     assert result["settings"]["pgd_steps"] == 2 and result["seconds"] > 0
     assert (result["protocol"], result["features"], result["test_views"]) == (protocol, kind, views_used)
@@ -358,11 +362,13 @@ def test_evaluations_with_different_protocols_leave_their_own_files(tmp_path, ti
     names = sorted(p.name for p in tmp_path.glob("eval-*"))
     assert names == ["eval-aff-pre-v1-orig.json", "eval-aff-pre-v1-orig.pt",
                      "eval-slf-pre-v1-orig.json", "eval-slf-pre-v1-orig.pt"]
-    assert ((tmp_path / "eval-slf-pre-v1-orig.json").read_bytes(), (tmp_path / "eval-slf-pre-v1-orig.pt").read_bytes()) == before
+    assert ((tmp_path / "eval-slf-pre-v1-orig.json").read_bytes(),
+            (tmp_path / "eval-slf-pre-v1-orig.pt").read_bytes()) == before
     before = before[0]
     # Another evaluation under the same name; PGD's random starts and AutoAttack's seeds are drawn per batch,
     # on the device, so --batch-size and --device count too.
-    for flag, value, earlier in (("--subset-test", "20", "10"), ("--batch-size", "7", "500"), ("--device", "auto", "cpu")):
+    for flag, value, earlier in (("--subset-test", "20", "10"), ("--batch-size", "7", "500"),
+                                 ("--device", "auto", "cpu")):
         with pytest.raises(UsageError, match=f"{flag} was {earlier}"):
             evaluate("simclr", [*map(str, common), "--protocol", "slf", flag, value])
     assert (tmp_path / "eval-slf-pre-v1-orig.json").read_bytes() == before
@@ -409,7 +415,7 @@ def test_autoattack_with_test_views_eps_sweep_and_report(tmp_path, tiny_data, ch
     assert breakdown["clean"] == pytest.approx(saved_accuracy(result, fitted, tiny_data, sample), abs=0.01)
     proc = run_script("-m", "utils.report", tmp_path, "--out", tmp_path / "table.md")
     table = (tmp_path / "table.md").read_text()
-    assert "Crop-based EMP-SSL (2 crops, m=1 free, 1 epoch, width 8, 32 train images, batch 16) |" in table
+    assert "Crop-based EMP-SSL (2 crops, m=1 free, 1 epoch, width 8, hidden 32, 32 train images, batch 16) |" in table
     assert "AutoAttack(8/255)" in table and f"{result['clean']:.2f}" in table
     assert "| slf | pre | 2 |" in table
     assert (tmp_path / "robust_accuracy.png").stat().st_size > 1000 and "plot:" in proc.stdout
@@ -492,7 +498,8 @@ def fake_result(**settings):
 
 
 def test_report_rows_of_evaluations_that_differ_only_in_settings_differ():
-    results = [fake_result(), fake_result(seed=1, subset_test=100), fake_result(random_start=False, pgd_step_size=1 / 255)]
+    results = [fake_result(), fake_result(seed=1, subset_test=100),
+               fake_result(random_start=False, pgd_step_size=1 / 255)]
     rows = table(results).splitlines()[2:]
     assert len(set(rows)) == 3
     assert "| - |" in rows[0] and "| --subset-test 100, --seed 1 |" in rows[1]

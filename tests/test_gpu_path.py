@@ -4,9 +4,10 @@ import pytest
 import torch
 
 import augment.multiview as multiview
-from conftest import TINY
 from utils.optim import LARS
 from utils.train import Trainer, enable_cudnn_autotuning, parse_config
+
+from conftest import TINY
 
 HOST_READS = ("item", "tolist", "cpu", "numpy", "nonzero", "__bool__", "__int__", "__float__")
 

@@ -6,6 +6,7 @@ import os
 import time
 
 from benchmarks import gpu_session
+
 from conftest import run_script
 
 STAGES = list(gpu_session.STAGES)
@@ -59,7 +60,7 @@ def session_args(tmp_path, budget):
 
 def test_a_stage_past_its_box_is_stopped_and_recorded_as_skipped(tmp_path, monkeypatch):
     def sleeper(session, box):
-        gpu_session.run_child(["-c", "import time; time.sleep(60)"], box, session.log("sleeper"))
+        gpu_session.run_command(["-c", "import time; time.sleep(60)"], session.log("sleeper"), box)
 
     stages = fake_stages(probe=sleeper)
     boxes = {**gpu_session.SMOKE.boxes, "probe": (6, 0)}
@@ -108,13 +109,14 @@ def test_a_stage_without_time_left_is_skipped_with_the_reason(tmp_path, monkeypa
 
 
 def test_dry_run_prints_the_stages_their_boxes_and_the_gpu_estimate(capsys):
-    gpu_session.main(["--dry-run"])
+    gpu_session.main(["--dry-run", "--budget", "540"])
     out = capsys.readouterr().out
     assert all(name in out for name in STAGES) and "budget 540 s" in out
     assert "24.0 M passes" in out and "at the bf16 peak" in out
 
 
 def test_without_data_it_says_what_to_pass(tmp_path):
-    proc = run_script("-m", "benchmarks.gpu_session", "--out", tmp_path, "--data-archive", tmp_path / "none.tar.gz",
+    proc = run_script("-m", "benchmarks.gpu_session", "--out", tmp_path, "--budget", "60", "--data-archive",
+                      tmp_path / "none.tar.gz",
                       check=False)
     assert proc.returncode == 2 and "--data-archive" in proc.stderr.strip().splitlines()[-1]

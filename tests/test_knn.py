@@ -5,10 +5,11 @@ import pytest
 import torch
 
 from benchmarks import bench_knn
-from conftest import write_cifar10
 from utils.blocks import encoder_for
 from utils.data import load_dataset
 from utils.knn import KNNMonitor, knn_accuracy, knn_predict
+
+from conftest import write_cifar10
 
 
 def oracle(train, train_labels, test, num_classes, k, temperature):

@@ -6,9 +6,10 @@ import torch
 import torchvision
 from torch import nn
 
-from conftest import ROOT
 from models import build_encoder
 from utils.blocks import encoder_for
+
+from conftest import ROOT
 
 
 def torchvision_cifar_resnet18():

@@ -9,12 +9,13 @@ import time
 import pytest
 import torch
 
-from conftest import ROOT, TINY, run_script
-from utils.checkpoint import load_checkpoint, save_checkpoint
 import utils.run as run_module
-import utils.train as train_module
+import utils.rundir as rundir_module
+from utils.checkpoint import load_checkpoint, save_checkpoint
 from utils.errors import UsageError
 from utils.run import append_jsonl, read_jsonl, write_json
+
+from conftest import ROOT, TINY, run_script
 
 
 def one_line_error(proc, code=2):
@@ -86,8 +87,8 @@ def test_sigterm_saves_a_checkpoint_and_resume_finishes(tmp_path, tiny_data):
 
 
 def test_nonfinite_loss_stops_with_step_and_terms(tmp_path, tiny_data):
-    proc = run_script("main_empssl.py", "--data-dir", tiny_data, "--subset", 32, *TINY, "--num-views", 2, "--lr", "1e30",
-                      "--lars-eta", "1e30", "--epochs", 5, "--out-dir", tmp_path, check=False)
+    proc = run_script("main_empssl.py", "--data-dir", tiny_data, "--subset", 32, *TINY, "--num-views", 2,
+                      "--lr", "1e30", "--lars-eta", "1e30", "--epochs", 5, "--out-dir", tmp_path, check=False)
     line = one_line_error(proc)
     assert "non-finite" in line and "step" in line and "invariance=" in line and "tcr=" in line
 
@@ -235,7 +236,8 @@ def test_an_exclusive_json_write_never_replaces_a_file(tmp_path):
     write_json(tmp_path / "r.json", {"a": 1}, exclusive=True)
     with pytest.raises(FileExistsError):
         write_json(tmp_path / "r.json", {"a": 2}, exclusive=True)
-    assert json.loads((tmp_path / "r.json").read_text()) == {"a": 1} and [p.name for p in tmp_path.iterdir()] == ["r.json"]
+    assert (json.loads((tmp_path / "r.json").read_text()) == {"a": 1}
+            and [p.name for p in tmp_path.iterdir()] == ["r.json"])
 
 
 def test_carry_metrics_interrupted_keeps_the_runs_rows(tmp_path, monkeypatch):
@@ -253,8 +255,8 @@ def test_carry_metrics_interrupted_keeps_the_runs_rows(tmp_path, monkeypatch):
     def stop(*_):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(train_module, "append_jsonl", append_then_stop)
+    monkeypatch.setattr(rundir_module, "append_jsonl", append_then_stop)
     monkeypatch.setattr(run_module.os, "replace", stop)
     with pytest.raises(KeyboardInterrupt):
-        train_module.carry_metrics(tmp_path, tmp_path, 2)
+        rundir_module.carry_metrics(tmp_path, tmp_path, 2)
     assert read_jsonl(tmp_path / "metrics.jsonl") == rows and [p.name for p in tmp_path.iterdir()] == ["metrics.jsonl"]

@@ -1,4 +1,4 @@
-"""The seed's table in one command, at the smoke scale on generated data."""
+"""The paper's table in one command, at the smoke scale on generated data."""
 import dataclasses
 import hashlib
 import json
@@ -11,10 +11,12 @@ import time
 import pytest
 
 import utils.reproduce as reproduce_module
-from conftest import ROOT, run_script
+from experiments.runner import RESULT
 from utils.errors import UsageError
-from utils.reproduce import RESULT, SCALES, all_rows, reproduce, run_row, select_rows, train_argv, write_results
+from utils.reproduce import SCALES, all_rows, reproduce, run_row, select_rows, train_argv, write_results
 from utils.run import append_jsonl, read_jsonl, write_json
+
+from conftest import ROOT, run_script
 
 
 def table_rows(path):
@@ -33,7 +35,7 @@ def test_smoke_table_trains_evaluates_and_reports_every_row_once(tmp_path, tiny_
         cells = [c.strip() for c in line.strip("|").split("|")]
         r = json.loads((tmp_path / row.key / RESULT).read_text())
         assert cells[1:4] == [f"{r['clean']:.1f}", f"{r['pgd']['4/255']:.1f}", f"{r['pgd']['8/255']:.1f}"], line
-    # the toy's replays, views and batch are not the seed's settings: no row takes the seed's or the project's name
+    # the toy's replays, views and batch are not the paper's settings: no row takes the paper's or the project's name
     assert "CF-AMC-SSL" not in (tmp_path / "results.md").read_text() and (tmp_path / "results.png").stat().st_size > 0
     stamps = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*.pt")}
     again = run_script(*args, timeout=300)
@@ -67,7 +69,7 @@ def test_a_row_killed_mid_training_resumes(tmp_path, tiny_data):
 def test_dry_run_prints_every_command_and_the_cost(tiny_data):
     out = run_script("-m", "utils.reproduce", "--scale", "small", "--data-dir", tiny_data, "--out", "unused",
                      "--dry-run", "--passes-per-second", "1000").stdout
-    n = len(select_rows(None))  # the seed's seven, two baselines and the project's own row
+    n = len(select_rows(None))  # the paper's seven, two baselines and the project's own row
     assert n == 11 and out.count("python main_") == n and out.count("python evaluate_") == n
     assert "--clean-views 4 --per-view-forward" in out and "--attack-style isolated" not in out
     assert "--epochs 3 " in out and "--epochs 50 " in out and "--epochs 17 " in out  # 30, 500 and 167 epochs x 0.1
@@ -118,7 +120,8 @@ def test_a_row_is_done_only_if_its_result_evaluated_its_last_pt(tmp_path):
     (tmp_path / row.key / "train").mkdir(parents=True)
     last = tmp_path / row.key / "train" / "last.pt"
     last.write_bytes(b"the checkpoint that was evaluated")
-    write_json(tmp_path / row.key / RESULT, {"checkpoint_identity": {"sha1": hashlib.sha1(last.read_bytes()).hexdigest()[:16]}})
+    write_json(tmp_path / row.key / RESULT,
+               {"checkpoint_identity": {"sha1": hashlib.sha1(last.read_bytes()).hexdigest()[:16]}})
     assert run_row(row, SCALES["smoke"], Args) == "done"
     last.write_bytes(b"a checkpoint trained on since")
     assert "evaluated another checkpoint" in run_row(row, SCALES["smoke"], Args)
@@ -140,8 +143,8 @@ def test_a_row_run_with_other_arguments_is_refused_not_taken_as_done(tmp_path, t
 
 def test_the_isolated_variants_are_optional_rows_that_train_with_the_isolated_step(tmp_path):
     rows = {r.key: r for r in all_rows()}
-    seed_pgd = [k for k, r in rows.items() if r.regime == "pgd" and r.paper]
-    assert len(seed_pgd) == 4 and all(rows[f"{k}-isolated"].optional for k in seed_pgd)
+    paper_pgd = [k for k, r in rows.items() if r.regime == "pgd" and r.paper]
+    assert len(paper_pgd) == 4 and all(rows[f"{k}-isolated"].optional for k in paper_pgd)
     assert not any(r.optional for r in select_rows(None)) and select_rows(["crop-empssl-pgd-isolated"])
 
     class Args:

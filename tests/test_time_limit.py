@@ -2,9 +2,11 @@
 import pytest
 import torch
 
-from conftest import TINY
 from utils.checkpoint import load_checkpoint
-from utils.train import TIME_LIMIT_EXIT, Trainer, parse_config
+from utils.config import TIME_LIMIT_EXIT, parse_config
+from utils.train import Trainer
+
+from conftest import TINY
 
 
 def trainer(tiny_data, out, *extra):

@@ -5,9 +5,11 @@ import re
 import pytest
 import torch
 
-from conftest import TINY, run_script
 from utils.checkpoint import load_checkpoint
-from utils.train import Trainer, entry_scripts, parse_config
+from utils.config import entry_scripts, parse_config
+from utils.train import Trainer
+
+from conftest import TINY, run_script
 
 SCRIPTS = {key: script for key, (script, _) in entry_scripts().items()}
 
@@ -99,8 +101,10 @@ def test_parser_refuses_bad_values_in_one_line(tiny_data):
 
 
 def test_batch_larger_than_dataset_is_refused(tmp_path, tiny_data):
-    proc = run_script("main_simclr.py", "--data-dir", tiny_data, "--subset", 8, "--out-dir", tmp_path, *TINY, check=False)
-    assert proc.returncode == 2 and "larger than the 8 training images" in proc.stderr and "Traceback" not in proc.stderr
+    proc = run_script("main_simclr.py", "--data-dir", tiny_data, "--subset", 8, "--out-dir", tmp_path, *TINY,
+                      check=False)
+    assert (proc.returncode == 2 and "larger than the 8 training images" in proc.stderr
+            and "Traceback" not in proc.stderr)
 
 
 def test_eps_accepts_fractions(tiny_data):

@@ -2,12 +2,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import run_script
+from utils.blocks import encoder_for
 from utils.checkpoint import load_checkpoint
 from utils.data import load_dataset
 from utils.evaluate import load_encoder
-from utils.blocks import encoder_for
 from utils.tsne import attack_features, method_of, tsne
+
+from conftest import run_script
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +64,8 @@ def test_tool_writes_a_png_named_by_every_setting_and_another_setting_never_over
 def test_report_draws_it_too(checkpoint, tmp_path):
     from utils.report import report
 
-    out = report(["--tsne", str(checkpoint), "--n", "20", "--steps", "1", "--device", "cpu", "--out", str(tmp_path / "t.png")])
+    out = report(["--tsne", str(checkpoint), "--n", "20", "--steps", "1", "--device", "cpu",
+                  "--out", str(tmp_path / "t.png")])
     assert out == tmp_path / "t.png" and out.stat().st_size > 10_000
 
 

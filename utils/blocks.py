@@ -24,3 +24,21 @@ def augment_for(num_views: int, method: str, preset: str, **overrides) -> MultiV
 def reference_for(num_views: int, method: str, preset: str, **overrides) -> ReferenceAugment:
     """``augment.ReferenceAugment`` with the method's settings, the oracle of ``augment_for``'s views."""
     return ReferenceAugment(num_views, preset, **augment_settings(method, **overrides))
+
+
+def crop_overrides(cfg: dict) -> dict:
+    """A run's ``--scale-min/max`` and ``--ratio-min/max`` as ``MultiViewAugment``'s scale and ratio (None: the
+    preset's)."""
+    scale = (cfg["scale_min"], cfg["scale_max"]) if cfg.get("scale_min") is not None else None
+    ratio = (cfg["ratio_min"], cfg["ratio_max"]) if cfg.get("ratio_min") is not None else None
+    return {"scale": scale, "ratio": ratio}
+
+
+def run_augment(cfg: dict, num_views: int | None = None) -> MultiViewAugment:
+    """The views a training run cuts (``num_views`` of them instead of the run's, when given)."""
+    return augment_for(num_views or cfg["num_views"], cfg["method"], cfg["preset"], **crop_overrides(cfg))
+
+
+def run_encoder(cfg: dict) -> Encoder:
+    """A fresh encoder of a training run's method, architecture and sizes."""
+    return encoder_for(cfg["method"], cfg["arch"], cfg["width"], cfg["hidden_dim"])

@@ -28,7 +28,8 @@ def save_checkpoint(state: dict, path) -> None:
         os.replace(tmp, path)
     except OSError as e:
         tmp.unlink(missing_ok=True)
-        raise UsageError(f"cannot write checkpoint {path}: {e.strerror}; free disk space or choose another --out-dir") from None
+        raise UsageError(f"cannot write checkpoint {path}: {e.strerror}; "
+                         "free disk space or choose another --out-dir") from None
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
@@ -67,9 +68,11 @@ def _checkpoint_dict(data: bytes, path, map_location) -> dict:
         obj = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else "unsupported content"
-        raise UsageError(f"refusing to load {path}: it holds more than tensors and plain values ({first[:120]})") from None
+        raise UsageError(f"refusing to load {path}: it holds more than tensors and plain values "
+                         f"({first[:120]})") from None
     except Exception as e:  # a damaged archive fails anywhere in the unpickler (KeyError, EOFError, ...)
-        raise UsageError(f"cannot read checkpoint {path}: truncated or not a PyTorch file ({type(e).__name__})") from None
+        raise UsageError(f"cannot read checkpoint {path}: truncated or not a PyTorch file "
+                         f"({type(e).__name__})") from None
     if not isinstance(obj, dict):
         raise UsageError(f"{path} is not a checkpoint (it holds a {type(obj).__name__}, not a dict)")
     if obj.get("format") == FORMAT:

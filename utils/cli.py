@@ -127,6 +127,7 @@ def run_main(fn, *args, **kwargs):
 
         if not isinstance(e, torch.cuda.OutOfMemoryError):
             raise
-        hint = f"the batch size in use is {_batch_in_use}: try --batch-size {max(1, _batch_in_use // 2)}" if _batch_in_use else "try a smaller --batch-size"
+        hint = (f"the batch size in use is {_batch_in_use}: try --batch-size {max(1, _batch_in_use // 2)}"
+                if _batch_in_use else "try a smaller --batch-size")
         print(f"{prog}: error: CUDA out of memory; {hint}", file=sys.stderr)
         sys.exit(3)

@@ -71,6 +71,12 @@ def load_dataset(name: str, root, train: bool, download: bool = False):
     return _load_pickled(name, root, train, download)
 
 
+def check_dataset(name: str, root) -> None:
+    """Both splits of a dataset readable (decoded once and cached), or the one-line error that says what to fix."""
+    for train in (True, False):
+        load_dataset(name, root, train=train)
+
+
 def _load_pickled(name, root, train, download):
     folder_name, train_files, test_files, label_key = _PICKLED[name]
     folder = root if root.name == folder_name else root / folder_name
@@ -79,6 +85,9 @@ def _load_pickled(name, root, train, download):
         _download(name, folder.parent)
     missing = [f for f in files if not (folder / f).is_file()]
     if missing:
+        if (root / "train").is_dir() and (root / "test").is_dir():
+            raise UsageError(f"no {name} data at {folder}; {root} holds train/ and test/ folders: "
+                             "pass --data imagefolder")
         raise UsageError(
             f"no {name} data at {folder} (missing {missing[0]}); pass --download to fetch it there, "
             f"or --data-dir pointing at the folder that holds {folder_name}/"
@@ -91,7 +100,8 @@ def _load_pickled(name, root, train, download):
             images.append(np.asarray(entry[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
             labels.append(np.asarray(entry[label_key], dtype=np.int64))
         except Exception as e:
-            raise UsageError(f"cannot read {folder / f} as a {name} batch ({type(e).__name__}: {e}); re-download it") from None
+            raise UsageError(f"cannot read {folder / f} as a {name} batch ({type(e).__name__}: {e}); "
+                             "re-download it") from None
     return torch.from_numpy(np.concatenate(images)), torch.from_numpy(np.concatenate(labels))
 
 
@@ -166,3 +176,24 @@ def _write_cache(path: Path, **arrays):
     except OSError:
         tmp.unlink(missing_ok=True)
 
+
+
+def training_images(cfg: dict, images=None, labels=None):
+    """(uint8 images, labels or None) a training run trains on: ``images`` when given, else ``--data``'s
+    training split (read by rank 0 first, which may download it), cut to ``--subset``."""
+    from . import distributed as dist
+
+    if images is None:
+        if dist.rank() == 0:
+            images, labels = load_dataset(cfg["data"], cfg["data_dir"], train=True, download=cfg["download"])
+        dist.barrier()  # the other ranks read what rank 0 may have just downloaded
+        if dist.rank() != 0:
+            images, labels = load_dataset(cfg["data"], cfg["data_dir"], train=True)
+    if cfg["subset"]:
+        if labels is None or cfg["subset"] > len(images):
+            raise UsageError(f"--subset {cfg['subset']} needs at most {len(images)} labelled images")
+        index = stratified_subset(labels, cfg["subset"], cfg["subset_seed"])
+        images, labels = images[index], labels[index]
+    if cfg["batch_size"] > len(images):
+        raise UsageError(f"--batch-size {cfg['batch_size']} is larger than the {len(images)} training images")
+    return images, labels

@@ -67,6 +67,17 @@ def gather_views(z: torch.Tensor) -> torch.Tensor:
     return torch.cat(all_gather(z.contiguous()), dim=1)
 
 
+def local_batch(batch_size: int) -> int:
+    """This process's share of the global batch (which must divide evenly)."""
+    from .cli import note_batch_size
+    from .errors import UsageError
+
+    if batch_size % world_size():
+        raise UsageError(f"--batch-size {batch_size} must be divisible by the {world_size()} processes")
+    note_batch_size(batch_size)
+    return batch_size // world_size()
+
+
 def barrier() -> None:
     if is_distributed():
         tdist.barrier()

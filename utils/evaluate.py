@@ -20,17 +20,29 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from attacks import autoattack_cascade, pgd_linf
+from attacks import autoattack_cascade, pgd_linf, reference_autoattack
 from models import ARCHS
 
-from .blocks import augment_for, encoder_for
+from .blocks import encoder_for, run_augment
 from .checkpoint import checkpoint_file, clean_state_dict, load_checkpoint_and_digest, save_checkpoint
-from .cli import (Parser, default_data_dir, eps_label, nonneg_int, nonneg_float, note_batch_size, positive_float,
-                  positive_int, radius, run_main)
+from .cli import (
+    Parser,
+    default_data_dir,
+    eps_label,
+    nonneg_float,
+    nonneg_int,
+    note_batch_size,
+    positive_float,
+    positive_int,
+    radius,
+    run_main,
+)
+from .config import resolve_saved
 from .data import DATASETS, load_dataset, stratified_subset
 from .errors import UsageError
 from .finetune import PROTOCOLS, Classifier, linear_head
 from .methods import METHODS
+from .results import result_name
 from .run import folder_lock, make_dir, plain, resolve_device, write_json
 
 SWEEP = [k / 255 for k in (0, 1, 2, 4, 8, 16)]
@@ -54,7 +66,8 @@ def build_parser(method: str) -> Parser:
 def _data_flags(g):
     g.add_argument("--checkpoint", required=True, help="a .pt written by a training script (or its run directory)")
     g.add_argument("--data", choices=DATASETS, default=None, help="dataset (default: the one the encoder trained on)")
-    g.add_argument("--data-dir", default=None, help="dataset root (default: the training run's, $CFAMC_DATA_DIR, ./data)")
+    g.add_argument("--data-dir", default=None,
+                   help="dataset root (default: the training run's, $CFAMC_DATA_DIR, ./data)")
     g.add_argument("--download", action="store_true")
     g.add_argument("--subset-train", type=positive_int, default=None,
                    help="fine-tune on N training images, a class-stratified sample fixed by the data and --subset-seed")
@@ -66,9 +79,11 @@ def _finetune_flags(g):
     g.add_argument("--protocol", choices=sorted(PROTOCOLS), default="slf",
                    help="; ".join(f"{k}: {v.description}" for k, v in PROTOCOLS.items()))
     g.add_argument("--features", choices=("pre", "backbone"), default="pre",
-                   help="pre: the pre_feature output (hidden-dim); backbone: the pooled ResNet output (the benchmark's)")
+                   help="pre: the pre_feature output (hidden-dim); backbone: the pooled ResNet output "
+                        "(the benchmark's)")
     g.add_argument("--finetune-epochs", type=positive_int, default=25)
-    g.add_argument("--finetune-lr", type=positive_float, default=None, help="SGD learning rate (default: slf/alf 0.01, on cifar100 0.05; aff 0.1)")
+    g.add_argument("--finetune-lr", type=positive_float, default=None,
+                   help="SGD learning rate (default: slf/alf 0.01, on cifar100 0.05; aff 0.1)")
     g.add_argument("--finetune-batch-size", type=positive_int, default=None, help="(default: slf/alf 512, aff 128)")
     g.add_argument("--momentum", type=nonneg_float, default=0.9)
     g.add_argument("--weight-decay", type=nonneg_float, default=2e-4)
@@ -83,7 +98,8 @@ def _finetune_flags(g):
 
 
 def _test_flags(g, method):
-    g.add_argument("--eps", type=radius, nargs="+", default=[4 / 255, 8 / 255], help="test radii (default: 4/255 8/255)")
+    g.add_argument("--eps", type=radius, nargs="+", default=[4 / 255, 8 / 255],
+                   help="test radii (default: 4/255 8/255)")
     g.add_argument("--eps-sweep", action="store_true", help="also PGD at 0, 1, 2, 4, 8, 16 /255")
     g.add_argument("--pgd-steps", type=nonneg_int, default=20)
     g.add_argument("--pgd-step-size", type=radius, default=None, help="PGD step (default: eps/4)")
@@ -129,7 +145,8 @@ def _original_code_config(path, state, method):
     z_dim = state["projection.3.weight"].shape[0]
     owners = [name for name, cls in METHODS.items() if cls.z_dim == z_dim]
     if owners and method not in owners:
-        raise UsageError(f"{path} has a {z_dim}-d projection, a {owners[0]} encoder; evaluate it with evaluate_{owners[0]}.py")
+        raise UsageError(f"{path} has a {z_dim}-d projection, a {owners[0]} encoder; "
+                         f"evaluate it with evaluate_{owners[0]}.py")
     return {"method": method, "arch": _arch_from_state(state), "width": state["backbone.conv1.weight"].shape[0],
             "hidden_dim": state["pre_feature.0.weight"].shape[0], "preset": "crop",
             "num_views": METHODS[method].views or METHODS[method].default_views}
@@ -146,7 +163,7 @@ def load_encoder(path, method: str):
     if "method" not in ckpt:
         cfg = _original_code_config(path, state, method)
         ckpt = {"method": method, "regime": "unknown", "config": cfg, "train_seconds": None, "epoch": None}
-    cfg = ckpt["config"]
+    cfg = ckpt["config"] = resolve_saved(ckpt["config"])
     if cfg["arch"] not in ARCHS:
         raise UsageError(f"{path} uses architecture {cfg['arch']!r}, which this project does not build")
     encoder = encoder_for(method, cfg["arch"], cfg["width"], cfg["hidden_dim"])
@@ -204,9 +221,7 @@ def build_classifier(encoder, args, cfg, num_classes, device) -> Classifier:
     cut them (its preset and any crop overrides)."""
     augment = views = None
     if args.test_views > 1:
-        scale = (cfg["scale_min"], cfg["scale_max"]) if cfg.get("scale_min") is not None else None
-        ratio = (cfg["ratio_min"], cfg["ratio_max"]) if cfg.get("ratio_min") is not None else None
-        augment = augment_for(args.test_views, cfg["method"], cfg.get("preset", "crop"), scale=scale, ratio=ratio)
+        augment = run_augment(cfg, args.test_views)
         views = augment.sample_params(1, "cpu", generator=torch.Generator().manual_seed(args.seed)).to(device)
     head = linear_head(encoder.feature_dim(args.features), num_classes)
     return Classifier(encoder, head, args.features, augment, views).to(device).eval()
@@ -275,8 +290,8 @@ def fit_and_test(model: Classifier, data: Data, args, device) -> dict:
 def result_paths(args, out_dir: Path):
     """(JSON, fitted .pt): one pair per (protocol, features, views, checkpoint), so evaluations side by side
     never overwrite each other. A run directory is named by the file evaluated in it, ``last``."""
-    name = f"eval-{args.protocol}-{args.features}-v{args.test_views}-{checkpoint_file(args.checkpoint).stem}"
-    return out_dir / f"{name}.json", out_dir / f"{name}.pt"
+    path = out_dir / result_name(args.protocol, args.features, args.test_views, checkpoint_file(args.checkpoint).stem)
+    return path, path.with_suffix(".pt")
 
 
 # Settings that do not change what an evaluation measures: rerunning with other values is the same evaluation.
@@ -353,6 +368,11 @@ def evaluate(method: str, argv=None):
     fill_protocol_defaults(args, dataset_of(args, meta["config"]))
     data = load_data(args, meta["config"])
     num_classes = int(max(data.train_y.max(), data.test_y.max())) + 1
+    if args.autoattack:
+        try:
+            reference_autoattack()
+        except ImportError as e:
+            raise UsageError(f"--autoattack: {e}") from None
     if args.autoattack and num_classes < 10:  # checked before fine-tuning, not after it
         raise UsageError(f"--autoattack: standard AutoAttack targets the 9 classes after the true one, so it needs at "
                          f"least 10 classes; this data has {num_classes}")

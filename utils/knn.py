@@ -4,13 +4,15 @@ The classifier of InstDisc (Wu et al. 2018), as solo-learn uses it: cosine simil
 features; the k most similar training features each vote for their class with weight exp(sim / T); the
 prediction is the class with the largest summed weight.
 """
+import sys
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import stratified_subset
+from .data import load_dataset, stratified_subset
+from .errors import UsageError
 
 
 def knn_predict(train_feats: torch.Tensor, train_labels: torch.Tensor, test_feats: torch.Tensor, num_classes: int,
@@ -105,3 +107,19 @@ class KNNMonitor:
     def _features(self, feature_fn, images: torch.Tensor) -> torch.Tensor:
         return torch.cat([feature_fn(images[i: i + self.batch_size].float().div_(255))
                           for i in range(0, len(images), self.batch_size)])
+
+
+def monitor_for(cfg: dict, images: torch.Tensor, labels) -> "KNNMonitor | None":
+    """A training run's kNN monitor on its training ``images`` (uint8, on the device) and the test split of
+    ``--data``; None when ``--knn-every 0`` or the data cannot support one (said on stderr)."""
+    if not cfg["knn_every"] or labels is None:
+        return None
+    if len(labels.unique()) < 2:
+        print("note: the training images carry fewer than 2 classes; no kNN monitor", file=sys.stderr)
+        return None
+    try:
+        test_images, test_labels = load_dataset(cfg["data"], cfg["data_dir"], train=False)
+    except UsageError as e:
+        print(f"note: no kNN monitor, the test images are not readable ({e})", file=sys.stderr)
+        return None
+    return KNNMonitor(images, labels, test_images, test_labels, cfg["knn_train"], cfg["knn_test"], cfg["seed"])

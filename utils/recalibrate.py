@@ -15,12 +15,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .blocks import augment_for, encoder_for
+from .blocks import run_augment, run_encoder
 from .checkpoint import clean_state_dict, load_checkpoint, save_checkpoint
 from .cli import Parser, positive_int, run_main
+from .config import resolve_saved
 from .data import load_dataset, stratified_subset
 from .errors import UsageError
-from .methods import METHODS
 
 
 @torch.no_grad()
@@ -47,13 +47,9 @@ def clean_view_batches(cfg, images, seed):
     """The run's views of ``images`` (uint8), unperturbed, one training forward's input at a time: a training
     batch's views, its clean views apart from the others where the run had ``--clean-apart``, and each view on
     its own where it forwarded views one by one."""
-    scale = (cfg["scale_min"], cfg["scale_max"]) if cfg.get("scale_min") is not None else None
-    ratio = (cfg["ratio_min"], cfg["ratio_max"]) if cfg.get("ratio_min") is not None else None
-    augment = augment_for(cfg["num_views"], cfg["method"], cfg["preset"], scale=scale, ratio=ratio)
-    method = METHODS.lookup(cfg["method"])(cfg)
-    per_view = cfg.get("per_view_forward", method.per_view_forward)
-    batch = cfg["batch_size"]
-    apart = method.run_clean_views * batch if cfg.get("clean_apart") else 0
+    augment = run_augment(cfg)
+    per_view, batch = cfg["per_view_forward"], cfg["batch_size"]
+    apart = cfg["clean_views"] * batch if cfg["clean_apart"] else 0
     torch.manual_seed(seed)
     for start in range(0, len(images) - batch + 1, batch):
         views = augment(images[start: start + batch])
@@ -69,8 +65,8 @@ def recalibrate(argv=None):
     ckpt = load_checkpoint(args.checkpoint)
     if "config" not in ckpt:
         raise UsageError(f"{args.checkpoint} is not a training checkpoint of this project; it has no run config")
-    cfg = ckpt["config"]
-    model = encoder_for(cfg["method"], cfg["arch"], cfg["width"], cfg["hidden_dim"])
+    cfg = resolve_saved(ckpt["config"])
+    model = run_encoder(cfg)
     model.load_state_dict(clean_state_dict(ckpt["model"]))
     images, labels = load_dataset(cfg["data"], args.data_dir or cfg["data_dir"], train=True)
     images = images[stratified_subset(labels, min(args.images, len(images)), 0)]

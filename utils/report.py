@@ -8,12 +8,13 @@ import sys
 from fractions import Fraction
 from pathlib import Path
 
+from experiments.labels import model_name
+
 from .cli import Parser, eps_label, radius, run_main
 from .errors import UsageError
 from .evaluate import build_parser, fill_protocol_defaults
 from .finetune import PROTOCOLS
 from .methods import METHODS
-from .regimes import REGIMES
 from .run import plain
 
 PATTERNS = ("eval-*.json", "eval.json")
@@ -44,83 +45,14 @@ def protocol_of(r) -> tuple:
     """(protocol, features, test views) of a result; an ``eval.json`` predates protocols: its Adam probe."""
     s = r.get("settings", {})
     legacy = "legacy adversarial probe" if s.get("probe") == "adversarial" else "legacy probe"
-    return r.get("protocol", legacy), r.get("features", s.get("features", "pre")), r.get("test_views", s.get("test_views", 1))
+    return (r.get("protocol", legacy), r.get("features", s.get("features", "pre")),
+            r.get("test_views", s.get("test_views", 1)))
 
 
 def _order(r):
     protocol, features, views = protocol_of(r)
     rank = PROTOCOL_ORDER.index(protocol) if protocol in PROTOCOL_ORDER else len(PROTOCOL_ORDER)
     return model_name(r), rank, protocol, features, views
-
-
-def model_name(r) -> str:
-    """'Crop-based EMP-SSL (16 crops, m=3 free, 10 epochs) = CF-AMC-SSL', from the registries and the run's config."""
-    cfg = r.get("train_config") or {}
-    method, regime = r.get("method", cfg.get("method", "?")), r.get("regime", cfg.get("regime", "?"))
-    preset = cfg.get("preset", "crop")
-    unit = "crops" if preset == "crop" else "patches"
-    epochs = cfg.get("epochs", "?")
-    details = [f"{cfg.get('num_views', 2)} {unit}", regime_label(regime, cfg),
-               f"{epochs} epoch{'' if epochs == 1 else 's'}"]
-    if cfg.get("width", 64) != 64:
-        details.append(f"width {cfg['width']}")
-    if cfg.get("subset"):
-        details.append(f"{cfg['subset']} train images")
-    method_cls = METHODS.get(method)
-    forward = forward_word(method_cls, cfg)
-    details += [forward] if forward else []
-    batch = script_defaults(method_cls, regime).get("batch_size")
-    details += [f"batch {cfg['batch_size']}"] if batch and cfg.get("batch_size", batch) != batch else []
-    name = f"{preset.capitalize()}-based {method_cls.display if method_cls else method} ({', '.join(details)})"
-    alias = method_cls.aliases.get((preset, regime)) if method_cls else None
-    # the seed's name belongs to the seed's settings, not to an ablation of them
-    alias = alias if has_settings(method_cls, regime, cfg) else own_name(method_cls, preset, regime, cfg)
-    name += f" = {alias}" if alias else ""
-    # The file evaluated, as the result's file name has it: a run directory given as the checkpoint is its last.pt.
-    stem = Path((r.get("checkpoint_identity") or {}).get("file") or r.get("checkpoint", "last.pt")).stem
-    return name if stem in ("last", "") else f"{name} [{stem}]"
-
-
-def own_name(method_cls, preset, regime, cfg):
-    """The name of the project's own row (``Method.own_rows``) whose settings the run has, or None."""
-    for row_preset, row_regime, _, flags, name in getattr(method_cls, "own_rows", ()):
-        if (row_preset, row_regime) == (preset, regime) and has_settings(method_cls, regime, cfg, flags):
-            return name
-    return None
-
-
-def has_settings(method_cls, regime, cfg, flags=()) -> bool:
-    """Whether a run has the settings of its regime's seed script with ``flags`` added, as far as a table shows
-    them: the views, the regime's label (its hyperparameters and ablation settings), the forward and the batch
-    size. Epochs, width and training images are the scale's, not the method's."""
-    from .train import parse_config
-
-    if regime not in getattr(method_cls, "scripts", {}):
-        return False
-    ref = parse_config(method_cls.name, regime, None, list(flags))[0]
-    cfg = {**ref, **cfg}  # what a config does not record (older runs) counts as the script's default
-    run, seed = ((regime_label(regime, c), forward_word(method_cls, c), c["num_views"], c["batch_size"]) for c in (cfg, ref))
-    return run == seed
-
-
-def script_defaults(method_cls, regime) -> dict:
-    """The seed script's defaults for a regime (the paper's settings), or {}."""
-    return getattr(method_cls, "scripts", {}).get(regime, ("", {}))[1]
-
-
-def forward_word(method_cls, cfg) -> str:
-    """'per-view BN' or 'joint BN' where a run forwarded its views otherwise than its method does, else ''."""
-    forward = cfg.get("per_view_forward")
-    if method_cls is None or forward is None or forward == method_cls.per_view_forward:
-        return ""
-    return "per-view BN" if forward else "joint BN"
-
-
-def regime_label(regime, cfg) -> str:
-    try:
-        return REGIMES[regime].label(cfg)
-    except KeyError:  # an unregistered regime, or a config from before its settings existed
-        return regime
 
 
 def eval_text(r) -> str:
@@ -203,9 +135,11 @@ def report(argv=None):
     p = Parser(prog="python -m utils.report", description="Table and plot from evaluation results.")
     p.add_argument("paths", nargs="*", help="run directories (searched for eval-*.json and eval.json) or result files")
     p.add_argument("--out", default=None, help="also write the markdown table here (with --tsne: the PNG)")
-    p.add_argument("--plot", default=None, help="PNG of accuracy against eps (default: robust_accuracy.png in the first dir)")
+    p.add_argument("--plot", default=None,
+                   help="PNG of accuracy against eps (default: robust_accuracy.png in the first dir)")
     p.add_argument("--tsne", metavar="CHECKPOINT", default=None,
-                   help="instead, a t-SNE of CHECKPOINT's features, clean and under PGD (flags: python -m utils.tsne --help)")
+                   help="instead, a t-SNE of CHECKPOINT's features, clean and under PGD "
+                        "(flags: python -m utils.tsne --help)")
     argv = sys.argv[1:] if argv is None else list(argv)
     if "--tsne" in argv:  # the rest of the line is utils.tsne's, CHECKPOINT its positional argument
         from .tsne import tsne
@@ -217,7 +151,8 @@ def report(argv=None):
         p.error("give run directories or result files")
     results = find_results(args.paths)
     if not results:
-        raise UsageError(f"no eval.json or eval-*.json under {', '.join(args.paths)}; run evaluate_*.py on a checkpoint first")
+        raise UsageError(f"no eval.json or eval-*.json under {', '.join(args.paths)}; "
+                         "run evaluate_*.py on a checkpoint first")
     text = table(results)
     print(text, end="")
     if args.out:

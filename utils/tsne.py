@@ -38,7 +38,8 @@ def build_parser() -> Parser:
                    help="dataset root (default: the training run's, $CFAMC_DATA_DIR, ./data)")
     p.add_argument("--batch-size", type=positive_int, default=250, help="images per attack batch")
     p.add_argument("--out", type=Path, default=None,
-                   help="PNG to write (default: tsne-<data>-<features>-eps<eps>-pgd<steps>-n<n>-lines<lines>-seed<seed>.png "
+                   help="PNG to write (default: "
+                        "tsne-<data>-<features>-eps<eps>-pgd<steps>-n<n>-lines<lines>-seed<seed>.png "
                         "beside the checkpoint)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--seed", type=int, default=0, help="picks the images, the PGD start and the t-SNE start")

@@ -8,7 +8,7 @@ class Method:
     """One self-supervised objective on view-major embeddings.
 
     Class attributes (the declaration):
-      name, display   registry key (stored in checkpoints) and the name printed in tables
+      name, display   registry key (stored in checkpoints) and the method's name in tables
       z_dim           embedding size of the projector's last layer
       views           fixed number of views per image, or None for a ``--num-views`` flag defaulting to
                       ``default_views``
@@ -17,10 +17,6 @@ class Method:
       per_view_forward  True: each view is its own forward pass, so BatchNorm normalises every view with its
                       own batch statistics; False: all views in one forward (``--per-view-forward`` overrides)
       clean_views     leading views an adversary leaves clean (SimCLR's view 1); the rest are perturbed
-      scripts         regime -> (entry script, the seed's defaults for it)
-      paper           the seed's table rows: (preset, regime, clean, PGD 4/255, PGD 8/255, minutes)
-      aliases         (preset, regime) -> the name the seed gives that row
-      own_rows        the project's own rows beside the seed's: (preset, regime, variant, training flags, name)
     """
 
     name = ""
@@ -32,10 +28,6 @@ class Method:
     term_names: tuple = ()
     per_view_forward = False
     clean_views = 0
-    scripts: dict = {}
-    paper: tuple = ()
-    aliases: dict = {}
-    own_rows: tuple = ()
 
     def __init__(self, cfg: dict):
         self.cfg = cfg
@@ -49,13 +41,6 @@ class Method:
         with one detached term per ``term_names``."""
         raise NotImplementedError
 
-    @property
-    def run_clean_views(self) -> int:
-        """The leading views of each image an adversary leaves clean in this run: ``--clean-views``, else the
-        method's ``clean_views``."""
-        given = self.cfg.get("clean_views")
-        return self.clean_views if given is None else given
-
     def attack_loss(self, z: torch.Tensor) -> torch.Tensor:
         """z as ``loss`` -> the scalar a PGD attack maximises; by default the training loss."""
         return self.loss(z)[0]
@@ -67,10 +52,6 @@ class Method:
 
     def embed(self, net, views: torch.Tensor, batch: int) -> torch.Tensor:
         """(k*b, 3, H, W) view-major views, ``batch`` = b images each -> (k*b, z_dim) embeddings through ``net``."""
-        if not self.cfg.get("per_view_forward", self.per_view_forward):
+        if not self.cfg["per_view_forward"]:
             return net(views)
         return torch.cat([net(v) for v in views.split(batch)])
-
-    @property
-    def num_views(self) -> int:
-        return self.cfg["num_views"]

@@ -15,16 +15,6 @@ class SimCLR(Method):
     augment = {"jitter": (0.4, 0.4, 0.4, 0.1), "blur_p": 0.0, "solarize_p": 0.0}
     per_view_forward = True
     clean_views = 1  # view 1 stays clean, the adversary perturbs view 2
-    scripts = {
-        "standard": ("main_simclr", {"epochs": 500, "batch_size": 512}),
-        "pgd": ("main_simclr_adv", {"epochs": 500, "batch_size": 512, "attack_style": "original"}),
-        "free": ("main_simclr_free_adv", {"epochs": 167, "batch_size": 512}),
-    }
-    paper = (
-        ("crop", "pgd", 72.86, 47.98, 16.81, 934),
-        ("patch", "pgd", 65.44, 41.85, 17.19, 934),
-        ("crop", "free", 70.25, 48.34, 24.5, 157),
-    )
 
     @classmethod
     def add_flags(cls, group):

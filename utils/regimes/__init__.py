@@ -8,7 +8,7 @@ from .standard import Standard
 
 REGIMES = Registry("regime")
 REGIMES.register(Standard)
-REGIMES.register(PGD)
+REGIMES.register(PGD)  # --attack-style original selects the original code's step, pgd_original.OriginalPGD
 REGIMES.register(Free)
 
 __all__ = ["REGIMES", "Adversarial", "Regime", "add_radius_flags"]

@@ -22,16 +22,12 @@ class Free(Adversarial):
         group.add_argument("--replays", type=positive_int, default=3, help="replays m of each minibatch")
 
     @classmethod
-    def label(cls, cfg):
-        return ", ".join([f"m={cfg['replays']} free", *cls.departures(cfg)])
-
-    @classmethod
     def steps_per_batch(cls, cfg):
         return cfg["replays"]
 
     @classmethod
     def passes_per_batch(cls, cfg):
-        return cfg["replays"] * (1 + cls.clean_passes(cfg))
+        return cfg["replays"]
 
     def step(self, views):
         clean, target = self.split(views)

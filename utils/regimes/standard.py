@@ -5,7 +5,6 @@ class Standard(Regime):
     """The loss on clean views, one optimizer step per minibatch."""
 
     name, display = "standard", "standard training"
-    baseline = True
 
     def step(self, views):
         loss, terms = self.learner.loss(views)

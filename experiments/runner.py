@@ -1,0 +1,179 @@
+"""The one runner: a plan of rows -> commands -> results, shared by ``utils.reproduce``, ``utils.ablate`` and
+``benchmarks.gpu_session``.
+
+A row trains through its entry script (``--resume auto``: an interrupted row continues) and is evaluated by
+``evaluate_<method>.py`` into one or more folders. An evaluation is done when its result evaluated the bytes the
+row's ``train/last.pt`` holds now; one that evaluated another state is reported, never replaced. A plan's folder
+records its settings and each row's commands (``plan.json`` or the caller's name), so that a finished row of another
+plan is never taken as done.
+"""
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from utils.config import script_of
+from utils.errors import UsageError
+from utils.results import result_name
+from utils.run import write_json
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULT = result_name()  # the SLF result of the `pre` features, one view, of last.pt
+
+
+class PastBox(Exception):
+    """A command ran past its time box and was stopped."""
+
+
+@dataclass
+class Job:
+    """One row of a plan: where it lives, how it trains, and its evaluations (sub-folder -> flags; "" the row's own
+    folder). ``--checkpoint`` and ``--out`` are added by the runner."""
+
+    folder: Path
+    method: str
+    regime: str
+    train: list
+    evaluations: dict = field(default_factory=dict)
+
+    @property
+    def script(self) -> str:
+        return script_of(self.method, self.regime)[0]
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.folder / "train" / "last.pt"
+
+    def eval_argv(self, name) -> list:
+        return ["--checkpoint", str(self.checkpoint), "--out", str(self.folder / name), *self.evaluations[name]]
+
+
+def run_command(argv, log, box=None) -> int:
+    """``python argv`` from the project's root, its output appended to ``log``; its exit status. Ctrl-C reaches the
+    child too and the child is waited for, so a training run saves before the command exits. Past ``box`` seconds
+    (when given) the child's process group gets SIGTERM (a training run saves at its next read-back point), then
+    SIGKILL, and ``PastBox`` is raised."""
+    with open(log, "a") as fh:
+        fh.write(f"$ python {' '.join(map(str, argv))}\n")
+        fh.flush()
+        proc = subprocess.Popen([sys.executable, *map(str, argv)], cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"}, process_group=0 if box else None)
+        grace = min(20.0, max(1.0, box / 10)) if box else 0
+        try:
+            return proc.wait(timeout=max(box - grace, 0.1) if box else None)
+        except subprocess.TimeoutExpired:
+            _stop_group(proc, grace)
+            raise PastBox(f"past its time box of {box:.0f} s: stopped") from None
+        except BaseException:
+            _stop_group(proc, grace) if box else proc.wait()
+            raise
+
+
+def _stop_group(proc, grace):
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def entry(script, call) -> list:
+    """The entry script when the project has one, else the same call through ``python -c``."""
+    return [f"{script}.py"] if (ROOT / f"{script}.py").is_file() else ["-c", f"import sys; {call}; sys.exit(0)"]
+
+
+def file_sha1(path) -> str:
+    digest = hashlib.sha1()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_result(folder, name=RESULT):
+    """The evaluation result ``name`` in ``folder``, or None."""
+    path = Path(folder) / name
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def evaluation_status(checkpoint: Path, folder: Path) -> str:
+    """'todo' (no result in ``folder``), 'done' (its result evaluated the bytes ``checkpoint`` holds now), or why
+    it is neither."""
+    result = read_result(folder)
+    if result is None:
+        return "todo"
+    evaluated = (result.get("checkpoint_identity") or {}).get("sha1")
+    if not evaluated or not checkpoint.is_file() or not file_sha1(checkpoint).startswith(evaluated):
+        return (f"{folder / RESULT} evaluated another checkpoint than {checkpoint}; move the result aside to "
+                f"evaluate it again")
+    return "done"
+
+
+def run_job(job) -> str:
+    """'done' (found finished, nothing run), 'ok', or what failed; output goes to the row's log.txt."""
+    states = {name: evaluation_status(job.checkpoint, job.folder / name) for name in job.evaluations}
+    stale = [s for s in states.values() if s not in ("todo", "done")]
+    if stale:
+        return stale[0]
+    if all(s == "done" for s in states.values()):
+        return "done"
+    job.folder.mkdir(parents=True, exist_ok=True)
+    log = job.folder / "log.txt"
+    trainer = entry(job.script, f"from utils.train import main; main({job.method!r}, {job.regime!r})")
+    if run_command([*trainer, *job.train], log) != 0:
+        return f"training failed (see {log})"
+    evaluator = entry(f"evaluate_{job.method}", f"from utils.evaluate import main; main({job.method!r})")
+    for name, state in states.items():
+        if state == "todo" and run_command([*evaluator, *job.eval_argv(name)], log) != 0:
+            return f"evaluation {name or 'of the row'} failed (see {log})"
+    return "ok"
+
+
+def check_plan(path, plan: dict, jobs: dict) -> None:
+    """One folder holds one plan: its settings (``plan``) and each row's commands (``jobs``: key -> Job), kept in
+    ``path``. Rows are added to the record, never dropped; a row whose commands differ is refused, saying how."""
+    earlier = json.loads(path.read_text()) if path.is_file() else {}
+    recorded = earlier.pop("rows", {})
+    changed = {k: (earlier[k], v) for k, v in plan.items() if k in earlier and earlier[k] != v}
+    if changed:
+        diff = ", ".join(f"{k} {old} (now {new})" for k, (old, new) in changed.items())
+        raise UsageError(f"{path.parent} holds rows of another plan ({diff}); its finished rows stay valid for that "
+                         f"plan: rerun with those settings, or choose another --out")
+    for key, job in jobs.items():
+        now = {"train": job.train, "evaluate": [arg for name in job.evaluations for arg in job.eval_argv(name)]}
+        before = recorded.setdefault(key, now)
+        parts = [part for part in now if before.get(part) != now[part]]
+        if parts:
+            raise UsageError(f"{job.folder} was run with other {parts[0]} arguments; its results stay valid for "
+                             f"those: choose another --out, or move {job.folder} aside to run it again")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json(path, {**plan, "rows": recorded})
+
+
+def run_plan(rows: dict, costs: dict | None = None) -> dict:
+    """Runs every row in order (``rows``: key -> a call that runs it and returns ``run_job``'s status), printing
+    each row's start (with the time left, from ``costs``: key -> a unit of work) and its status; returns
+    {key: why} for the rows that failed."""
+    import time
+
+    started, spent, failures = time.monotonic(), 0.0, {}
+    keys = list(rows)
+    for k, key in enumerate(keys):
+        elapsed = time.monotonic() - started
+        left = sum(costs[x] for x in keys[k:]) if costs else None
+        remaining = f"{elapsed / spent * left / 60:.0f} min" if spent and elapsed > 1 and left else "unknown"
+        print(f"row {k + 1}/{len(keys)} {key}: elapsed {elapsed / 60:.1f} min, estimated remaining {remaining}",
+              flush=True)
+        status = rows[key]()
+        spent += costs[key] if costs and status == "ok" else 0  # rows found done took no time
+        if status == "done":
+            print(f"  {key}: done, skipped", flush=True)
+        elif status != "ok":
+            failures[key] = status
+            print(f"  {key}: {status}", file=sys.stderr, flush=True)
+    return failures

@@ -1,0 +1,189 @@
+"""The ablation switches of RESULTS.md's studies, in one layer that the methods and regimes do not branch on.
+
+Each switch is a flag (in the ``ablations`` group of ``--help``) with a neutral value; a run that sets one
+trains a subclass of its method or regime with that switch's mixin in front (``method_class``,
+``regime_class``). With every switch neutral, a run trains the registered classes themselves.
+"""
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+
+from attacks import eval_bn, frozen_bn_stats
+
+from .cli import nonneg_float
+from .errors import UsageError
+from .methods import METHODS
+from .regimes import REGIMES, Adversarial
+from .regimes.pgd_original import OriginalPGD
+
+TITLE = "ablations"
+DESCRIPTION = "diagnostic switches of the studies in RESULTS.md; each is neutral by default"
+# each part of the original code's PGD step: (its textbook value, its original value)
+STYLE_PARTS = {"attack_grads": ("discard", "accumulate"), "attack_stats": ("restore", "move"),
+               "attack_target": ("training", "original")}
+PART_HELP = {"attack_grads": "the attack steps' parameter gradients: thrown away, or added to the training step's",
+             "attack_stats": "BatchNorm running statistics after the attack: restored, or moved by its forwards",
+             "attack_target": "what the attack maximises: the training loss, or the method's original_attack_views"}
+
+
+def _adversarial(regime):
+    return issubclass(REGIMES.lookup(regime), Adversarial)
+
+
+def add_flags(g, method: str, regime: str) -> None:
+    g.add_argument("--clean-apart", action="store_true",
+                   help="forward the views an adversary leaves clean apart from the perturbed ones (BatchNorm "
+                        "statistics per group; needs --clean-views)")
+    if method == "empssl":
+        g.add_argument("--anchor", choices=("all", "clean"), default="all",
+                       help="what the invariance pulls each view to: the mean of all its image's views, or of the "
+                            "views an adversary leaves clean (--clean-views)")
+        g.add_argument("--attack-tcr-coef", type=nonneg_float, default=None,
+                       help="weight of the TCR term in what a PGD attack maximises (default: --tcr-coef; 0: the "
+                            "attack moves only the invariance, a per-image term)")
+    if _adversarial(regime):
+        g.add_argument("--clean-weight", type=nonneg_float, default=0.0,
+                       help="add this weight times the loss on the unperturbed views, forwarded on their own (a "
+                            "clean branch, as ACL's dual stream; one more forward and backward per step)")
+        g.add_argument("--attack-gain", action="store_true",
+                       help="log attack_gain: the loss at the perturbed views minus the loss at the clean ones (one "
+                            "more forward per step without --clean-weight)")
+    if regime == "pgd":
+        g.add_argument("--attack-bn", choices=("train", "eval"), default="train",
+                       help="BatchNorm mode of the attack's forward passes")
+        for key, (textbook, original) in STYLE_PARTS.items():
+            g.add_argument("--" + key.replace("_", "-"), choices=(textbook, original), default=None,
+                           help=f"{PART_HELP[key]} (default: the --attack-style's; isolated {textbook}, "
+                                f"original {original})")
+
+
+def complete(cfg: dict) -> None:
+    """Fills the switches whose default is another setting: the attack's TCR weight, each part of the step."""
+    if "attack_tcr_coef" in cfg and cfg["attack_tcr_coef"] is None:
+        cfg["attack_tcr_coef"] = cfg["tcr_coef"]
+    for key, values in STYLE_PARTS.items():
+        if key in cfg and cfg[key] is None:
+            cfg[key] = values[cfg["attack_style"] == "original"]
+
+
+def parts_changed(cfg: dict) -> list:
+    """The parts of the PGD step that differ from the ones of the run's --attack-style."""
+    return [key for key, values in STYLE_PARTS.items()
+            if key in cfg and cfg[key] != values[cfg["attack_style"] == "original"]]
+
+
+# ----- the regimes' mixins --------------------------------------------------------------------------------------
+class CleanTerms:
+    """The clean branch (``--clean-weight``) and the attack-gain diagnostic (``--attack-gain``)."""
+
+    @classmethod
+    def terms(cls, cfg):
+        return (*super().terms(cfg), *(("attack_gain",) if cfg["attack_gain"] else ()))
+
+    @classmethod
+    def passes_per_batch(cls, cfg):
+        """The clean branch adds a forward and backward per step; the gain alone a forward, a third of one."""
+        extra = 1 if cfg["clean_weight"] else 1 / 3 if cfg["attack_gain"] else 0
+        return super().passes_per_batch(cfg) + cls.steps_per_batch(cfg) * extra
+
+    def objective(self, views, perturbed):
+        learner, weight, gain = self.learner, self.cfg["clean_weight"], self.cfg["attack_gain"]
+        clean_loss = None
+        if gain and not weight:  # before the training forward: restoring the statistics after it breaks its graph
+            with torch.no_grad(), frozen_bn_stats(learner.model):
+                clean_loss = learner.loss(views, learner.model)[0]
+        adv_loss, terms = learner.loss(perturbed)
+        loss = adv_loss
+        if weight:
+            clean_loss = learner.loss(views)[0]
+            loss = adv_loss + weight * clean_loss
+        if gain:
+            terms = [*terms, (adv_loss - clean_loss).detach().float()]
+        return loss, terms
+
+
+class EvalBNAttack:
+    """``--attack-bn eval``: the attack's forward passes with eval-mode BatchNorm, as a test-time attack sees it."""
+
+    @contextmanager
+    def attack_mode(self):
+        with eval_bn(self.learner.model), super().attack_mode():
+            yield
+
+
+class PartedPGD(OriginalPGD):
+    """The PGD step with each part of the original code's step chosen by its own flag."""
+
+    def __init__(self, cfg, learner):
+        super().__init__(cfg, learner)
+        self.accumulate, self.move_stats, self.own_target = (cfg[key] == values[1]
+                                                             for key, values in STYLE_PARTS.items())
+
+
+# ----- the methods' mixins --------------------------------------------------------------------------------------
+class CleanApart:
+    """``--clean-apart``: the clean views and the perturbed ones in two forwards, each with its own statistics."""
+
+    def embed(self, net, views, batch):
+        k = self.cfg["clean_views"] * batch
+        return torch.cat([super(CleanApart, self).embed(net, views[:k], batch),
+                          super(CleanApart, self).embed(net, views[k:], batch)])
+
+
+class CleanAnchor:
+    """``--anchor clean``: EMP-SSL's invariance pulls every view to the mean of the clean views."""
+
+    @property
+    def anchors(self):
+        return self.cfg["clean_views"]
+
+
+class AttackTCR:
+    """``--attack-tcr-coef``: the PGD attack maximises EMP-SSL's loss with its own TCR weight."""
+
+    def attack_loss(self, z):
+        return self.loss(z, self.cfg["attack_tcr_coef"])[0]
+
+
+@dataclass(frozen=True)
+class Switch:
+    mixin: type
+    active: object  # cfg -> bool
+    needs_clean_views: str = ""  # the flag, when it needs views left clean
+
+
+REGIME_SWITCHES = (
+    Switch(CleanTerms, lambda cfg: bool(cfg.get("clean_weight") or cfg.get("attack_gain"))),
+    Switch(EvalBNAttack, lambda cfg: cfg.get("attack_bn") == "eval"),
+)
+METHOD_SWITCHES = (
+    Switch(CleanApart, lambda cfg: cfg["clean_apart"], "--clean-apart"),
+    Switch(CleanAnchor, lambda cfg: cfg.get("anchor") == "clean", "--anchor clean"),
+    Switch(AttackTCR, lambda cfg: cfg.get("attack_tcr_coef", cfg.get("tcr_coef")) != cfg.get("tcr_coef")),
+)
+
+
+def _with(base: type, switches, cfg) -> type:
+    mixins = tuple(s.mixin for s in switches if s.active(cfg))
+    return type(f"{base.__name__}With{''.join(m.__name__ for m in mixins)}", (*mixins, base), {}) if mixins else base
+
+
+def regime_class(cfg: dict) -> type:
+    """The run's regime: the registered one (by --attack-style for PGD), with the active switches in front."""
+    base = REGIMES.lookup(cfg["regime"]).select(cfg)
+    if parts_changed(cfg):
+        base = PartedPGD
+    return _with(base, REGIME_SWITCHES, cfg)
+
+
+def method_class(cfg: dict) -> type:
+    """The run's method with the active switches in front; a switch that cannot apply is refused."""
+    for switch in METHOD_SWITCHES:
+        if switch.needs_clean_views and switch.active(cfg) and not cfg["clean_views"]:
+            raise UsageError(f"{switch.needs_clean_views} needs views an adversary leaves clean: add --clean-views K "
+                             f"(K >= 1) in an adversarial regime")
+    if METHOD_SWITCHES[2].active(cfg) and cfg["regime"] != "pgd":
+        raise UsageError("--attack-tcr-coef weighs TCR in the PGD attack's objective; the other regimes have no "
+                         "attack of their own: drop it or train with main_empssl_adv.py")
+    return _with(METHODS.lookup(cfg["method"]), METHOD_SWITCHES, cfg)
