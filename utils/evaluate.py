@@ -307,6 +307,19 @@ def checkpoint_identity(path, meta) -> dict:
     return {"file": str(checkpoint_file(path).resolve()), "epoch": meta["epoch"], "sha1": meta["sha1"][:16]}
 
 
+def finished(meta):
+    """Whether the checkpoint is a finished run (its epoch reached the planned epochs); None where unknown."""
+    planned = (meta.get("config") or {}).get("epochs")
+    return None if meta.get("epoch") is None or not planned else meta["epoch"] >= planned
+
+
+def warn_if_unfinished(path, meta) -> None:
+    planned = (meta.get("config") or {}).get("epochs")
+    if finished(meta) is False:
+        print(f"note: {path} stopped at epoch {meta['epoch']} of {planned}: this evaluates an unfinished run",
+              file=sys.stderr)
+
+
 def another_evaluation(json_path, args, identity):
     """Why the result file ``json_path`` holds another evaluation than this one, or None where it is absent,
     unreadable (nothing worth keeping) or a rerun of this evaluation of the same checkpoint state."""
@@ -379,9 +392,11 @@ def evaluate(method: str, argv=None):
     ckpt_path = checkpoint_file(args.checkpoint)
     json_path, _ = result_paths(args, make_dir(args.out or ckpt_path.parent))
     identity = checkpoint_identity(args.checkpoint, meta)
+    warn_if_unfinished(ckpt_path, meta)
     refuse_to_replace_another_evaluation(json_path, args, identity)
     model = build_classifier(encoder.to(device), args, meta["config"], num_classes, device)
     result = {"method": method, "regime": meta["regime"], "checkpoint": str(ckpt_path), "checkpoint_identity": identity,
+              "finished": finished(meta),
               "protocol": args.protocol,
               "features": args.features, "test_views": args.test_views, **fit_and_test(model, data, args, device),
               "subsets": data.subsets, "train_seconds": meta["train_seconds"], "train_config": meta["config"],

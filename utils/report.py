@@ -9,6 +9,8 @@ from fractions import Fraction
 from pathlib import Path
 
 from experiments.labels import model_name
+from experiments.runner import file_sha1
+from experiments.tables import markdown_table
 
 from .cli import Parser, eps_label, radius, run_main
 from .errors import UsageError
@@ -94,16 +96,42 @@ def _json(value):
 def table(results) -> str:
     aa_keys = sorted({k for r in results for k in r.get("autoattack", {})}, key=lambda k: float(Fraction(k)))
     header = ["Model", "Protocol", "Features", "Views", "Clean", "PGD(4/255)", "PGD(8/255)"]
-    header += [f"AutoAttack({k})" for k in aa_keys] + ["Time (min)", "Evaluation", "Settings", "n_test"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    header += [f"AutoAttack({k})" for k in aa_keys]
+    header += ["Time (min)", "Trained", "Evaluation", "Settings", "n_test", "Run"]
+    body = []
     for r in sorted(results, key=_order):
         minutes = f"{r['train_seconds'] / 60:.1f}" if r.get("train_seconds") is not None else "-"
         cells = [model_name(r), *map(str, protocol_of(r)), f"{r['clean']:.2f}", _get(r["pgd"], "4/255"),
                  _get(r["pgd"], "8/255")]
         cells += [_get(r.get("autoattack", {}), k) for k in aa_keys]
-        cells += [minutes, eval_text(r), settings_text(r), str(r.get("n_test", "?"))]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+        cells += [minutes, trained_text(r), eval_text(r), settings_text(r), str(r.get("n_test", "?")), run_text(r)]
+        body.append(cells)
+    return "\n".join(markdown_table(header, body)) + "\n"
+
+
+def trained_text(r) -> str:
+    """'10/10 epochs', marked where the run was unfinished when evaluated or its checkpoint has changed since."""
+    identity = r.get("checkpoint_identity") or {}
+    reached, planned = identity.get("epoch"), (r.get("train_config") or {}).get("epochs")
+    text = f"{reached}/{planned} epochs" if reached is not None and planned else "-"
+    if reached is not None and planned and reached < planned:
+        text += " **unfinished**"
+    if checkpoint_changed(r):
+        text += " **checkpoint changed since**"
+    return text
+
+
+def checkpoint_changed(r) -> bool:
+    """Whether the checkpoint file the result evaluated now holds other bytes (False where it is gone)."""
+    identity = r.get("checkpoint_identity") or {}
+    path = Path(identity.get("file") or "")
+    return bool(identity.get("sha1")) and path.is_file() and not file_sha1(path).startswith(identity["sha1"])
+
+
+def run_text(r) -> str:
+    """The run's folder, by its last two names (never a machine's own path)."""
+    folder = Path((r.get("checkpoint_identity") or {}).get("file") or r.get("checkpoint", "")).parent
+    return "/".join(folder.parts[-2:]) or "-"
 
 
 def _get(d, key):
