@@ -4,10 +4,11 @@ import json
 
 import pytest
 
-from conftest import TINY, run_script
 from experiments.labels import model_name
 from utils.config import parse_config
 from utils.report import table
+
+from conftest import TINY, run_script
 
 
 @pytest.mark.parametrize("flag,value,word", [("--hidden-dim", "1024", "hidden 1024"), ("--seed", "1", "seed 1"),
