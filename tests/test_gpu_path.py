@@ -66,3 +66,15 @@ def test_on_cuda_a_free_step_and_the_guard_never_wait_for_the_gpu(tmp_path, tiny
         torch.stack([loss.detach().float(), *terms])
     finally:
         torch.cuda.set_sync_debug_mode(0)
+
+
+def test_channels_last_auto_is_chosen_once_by_a_probe_that_leaves_the_random_streams_alone(tmp_path, tiny_data):
+    from utils.train import resolve_channels_last
+
+    t = free_trainer(tmp_path / "auto", tiny_data, "--channels-last", "auto")
+    assert t.cfg["channels_last"] in ("on", "off")
+    assert t.channels_last == (t.cfg["channels_last"] == "on")
+    pinned = free_trainer(tmp_path / "pinned", tiny_data, "--channels-last", t.cfg["channels_last"])
+    for key, value in t.model.state_dict().items():  # the probe drew nothing from the run's random streams
+        assert torch.equal(value, pinned.model.state_dict()[key]), key
+    assert resolve_channels_last({**t.cfg, "channels_last": "off"}, t.device) == "off"

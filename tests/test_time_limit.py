@@ -6,7 +6,7 @@ from utils.checkpoint import load_checkpoint
 from utils.config import TIME_LIMIT_EXIT, parse_config
 from utils.train import Trainer
 
-from conftest import TINY
+from conftest import TINY, run_script
 
 
 def trainer(tiny_data, out, *extra):
@@ -36,3 +36,12 @@ def test_a_resumed_run_does_not_inherit_the_time_limit(tmp_path, tiny_data):
     with pytest.raises(SystemExit):
         trainer(tiny_data, tmp_path, "--time-limit", "1e-6").run()
     assert trainer(tiny_data, tmp_path).cfg["time_limit"] is None
+
+
+def test_a_run_writing_to_a_file_says_where_it_is_at_start_and_every_few_seconds(tmp_path, tiny_data):
+    proc = run_script("main_empssl_free_adv.py", "--data-dir", tiny_data, "--subset", 32, *TINY, "--num-views", 2,
+                      "--replays", 2, "--knn-every", 0, "--out-dir", tmp_path, "--progress-seconds", "0.001")
+    lines = proc.stdout.splitlines()
+    assert str(tmp_path) in lines[0] and "cpu" in lines[0] and "2 epochs, 8 optimizer steps" in lines[0]
+    progress = [line for line in lines if "run ETA" in line]
+    assert progress and all(line.startswith("epoch ") and " step " in line for line in progress)

@@ -31,7 +31,7 @@ SCRIPTS = {
 LEGACY = {"pgd": {"attack_style": "isolated"}}
 # Settings a resumed run may change: where and how it runs, not what it computes.
 RUN_LEVEL = ("device", "log_every", "out_dir", "checkpoint_minutes", "compile", "resume", "data_dir", "download",
-             "save_every", "knn_every", "knn_train", "knn_test", "time_limit")
+             "save_every", "knn_every", "knn_train", "knn_test", "time_limit", "progress_seconds")
 # Settings of this invocation alone: a resumed run never inherits them from its checkpoint.
 THIS_CALL = ("out_dir", "resume", "time_limit")
 # Settings in pixel units of [0, 1], written as 8/255.
@@ -114,7 +114,8 @@ def _run_flags(g, script):
     g.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
                    help="auto: bf16 autocast on CUDA, fp32 on CPU; losses are always float32")
     g.add_argument("--channels-last", choices=("auto", "on", "off"), default="auto",
-                   help="channels-last memory format (auto: on CUDA)")
+                   help="channels-last memory format (auto: on CUDA; on the CPU whichever a probe of the encoder "
+                        "measures faster, chosen once when the run starts)")
     g.add_argument("--compile", action="store_true", help="torch.compile the encoder")
     g.add_argument("--sync-bn", action=BoolFlag, default=True, help="synchronise BatchNorm across ranks (DDP, CUDA)")
     g.add_argument("--out-dir", default=None, help=f"run directory (default: runs/{script}/<timestamp>)")
@@ -126,6 +127,9 @@ def _run_flags(g, script):
                    help="run directory or checkpoint to continue; 'auto' = last.pt of --out-dir or the newest run")
     g.add_argument("--log-every", type=positive_int, default=None,
                    help="read losses back to the host every N steps (default: 1 on CPU, 50 on CUDA)")
+    g.add_argument("--progress-seconds", type=positive_float, default=60.0,
+                   help="where output goes to a file or pipe, a progress line (step, loss, images/s, the run's ETA) "
+                        "this often")
     g.add_argument("--time-limit", type=positive_float, default=None,
                    help=f"seconds this process may run: past them, at the next read-back point, save last.pt and "
                         f"exit with status {TIME_LIMIT_EXIT} (resume with --resume)")

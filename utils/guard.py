@@ -34,11 +34,12 @@ class RunGuard:
     """
 
     def __init__(self, save, stop, where, term_names, *, log_every, checkpoint_minutes, seconds, device, is_main,
-                 deadline=None):
+                 deadline=None, progress_seconds=60.0):
         self.save, self.stop, self.where, self.names = save, stop, where, list(term_names)
         self.log_every, self.save_interval = log_every, 60 * checkpoint_minutes
         self.banked, self.device, self.is_main = seconds, device, is_main
         self.deadline = deadline
+        self.progress_seconds, self.last_line = progress_seconds, time.monotonic()
         self.signal = None
         self.last_save = self.since = time.monotonic()
 
@@ -62,8 +63,10 @@ class RunGuard:
         """Training seconds of the whole run, this process's share included, saves excluded."""
         return self.banked + time.monotonic() - self.since
 
-    def start_epoch(self, label, first_batch, total_batches, images_per_step):
+    def start_epoch(self, label, first_batch, total_batches, images_per_step, later_batches=0):
+        """``later_batches``: the batches of the epochs after this one, for the whole run's ETA."""
         n = len(self.names)
+        self.label, self.later = label, later_batches
         self.sums = torch.zeros(n, device=self.device)
         self.bad_step = torch.full((), -1, dtype=torch.long, device=self.device)
         self.bad_terms = torch.zeros(n, device=self.device)
@@ -84,8 +87,10 @@ class RunGuard:
             return
         self._check_finite()
         done = batch - self.first
-        self.bar.set_postfix(loss=f"{self.sums[0].item() / done:.4g}",
-                             img_s=f"{done * self.images_per_step / self._epoch_elapsed():.0f}")
+        loss, rate = self.sums[0].item() / done, done * self.images_per_step / self._epoch_elapsed()
+        eta = self._epoch_elapsed() / done * (self.total - batch + self.later)
+        self.bar.set_postfix(loss=f"{loss:.4g}", img_s=f"{rate:.0f}", run_eta=f"{eta / 60:.1f} min")
+        self._progress_line(batch, loss, rate, eta)
         due = bool(self.save_interval) and time.monotonic() - self.last_save > self.save_interval
         stop, due = dist.any_true(self._asked_to_stop(), due and not last)
         if stop and not last:
@@ -94,6 +99,14 @@ class RunGuard:
         if due:
             self.paused(self.save)
             self.last_save = time.monotonic()
+
+    def _progress_line(self, batch, loss, rate, eta):
+        """Where the bar is hidden (output to a file or pipe), a line every ``progress_seconds``."""
+        if not self.is_main or sys.stdout.isatty() or time.monotonic() - self.last_line < self.progress_seconds:
+            return
+        self.last_line = time.monotonic()
+        print(f"{self.label} step {batch}/{self.total}  loss {loss:.4g}  {rate:.0f} img/s  run ETA {eta / 60:.1f} min",
+              flush=True)
 
     def end_epoch(self) -> dict:
         """Mean of each term over the epoch's steps, the epoch's seconds and images/s."""

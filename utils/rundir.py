@@ -156,6 +156,20 @@ class RunDir:
         if device.type == "cuda" and rng.get("cuda") is not None:
             torch.cuda.set_rng_state(rng["cuda"], device)
 
+    def announce(self, device, images: int, step: int, total_steps: int):
+        """The run's start line: its folder, device, data and planned optimizer steps."""
+        if not self.is_main:
+            return
+        cfg = self.cfg
+        start = f", continuing from step {step}" if step else ""
+        print(f"{cfg['script']}: run folder {self.path}; {device.type}, precision {cfg['precision']}, channels-last "
+              f"{cfg['channels_last']}; {images} training images ({cfg['data']}); {cfg['epochs']} epochs, "
+              f"{total_steps} optimizer steps{start}", flush=True)
+
+    def done(self, train_seconds: float):
+        if self.is_main:
+            print(f"done in {train_seconds / 60:.1f} min; final model: {self.last}", flush=True)
+
     def where(self, epoch: int) -> str:
         kept = f"the last good checkpoint is {self.last}" if self.last.is_file() else "no checkpoint was written yet"
         return f"epoch {epoch + 1}; {kept}"

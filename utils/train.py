@@ -7,6 +7,7 @@ several) through ``Trainer.loss`` and ``Trainer.update``. The run's folder, conf
 ``utils.rundir.RunDir``'s; run safety (signals, periodic saves, the clock, the non-finite check) is
 ``utils.guard.RunGuard``'s.
 """
+import sys
 import time
 from contextlib import nullcontext
 
@@ -35,6 +36,7 @@ class Trainer:
         self.cfg = cfg = self.run_dir.cfg
         self.device = dist.device_for(resolve_device(cfg["device"]))
         self.local_batch = dist.local_batch(cfg["batch_size"])
+        cfg["channels_last"] = resolve_channels_last(cfg, self.device)
         images, self.labels = training_images(cfg, images, labels)
         self.images = images.to(self.device)
         self.steps_per_epoch = len(images) // cfg["batch_size"]
@@ -123,15 +125,16 @@ class Trainer:
         deadline = self.started + cfg["time_limit"] if cfg["time_limit"] else None
         guard = RunGuard(self._save_progress, self._stop, lambda: self.run_dir.where(self.epoch), self.term_names(),
                          log_every=self.log_every, checkpoint_minutes=cfg["checkpoint_minutes"],
-                         seconds=self.train_seconds, device=self.device, is_main=self.rank == 0, deadline=deadline)
+                         seconds=self.train_seconds, device=self.device, is_main=self.rank == 0, deadline=deadline,
+                         progress_seconds=cfg["progress_seconds"])
+        self.run_dir.announce(self.device, len(self.images), self.step, self.total_steps)
         with guard:
             while self.epoch < cfg["epochs"]:
                 self._train_epoch(guard)
                 self._end_epoch(guard)
         if not self.run_dir.last.exists():  # a branch from a finished run's checkpoint: its model here too
             self.checkpoint()
-        if self.rank == 0:
-            print(f"done in {self.train_seconds / 60:.1f} min; final model: {self.run_dir.last}")
+        self.run_dir.done(self.train_seconds)
         return self.run_dir.path
 
     def _train_epoch(self, guard):
@@ -139,7 +142,7 @@ class Trainer:
         order = torch.randperm(len(self.images), generator=torch.Generator().manual_seed(
             cfg["seed"] * 1_000_003 + self.epoch)).to(self.device)
         guard.start_epoch(f"epoch {self.epoch + 1}/{cfg['epochs']}", self.batch_in_epoch, self.steps_per_epoch,
-                          cfg["batch_size"])
+                          cfg["batch_size"], (cfg["epochs"] - self.epoch - 1) * self.steps_per_epoch)
         for b in range(self.batch_in_epoch, self.steps_per_epoch):
             start = b * cfg["batch_size"] + self.rank * self.local_batch
             loss, terms = self.train_step(self.images[order[start: start + self.local_batch]])
@@ -175,11 +178,45 @@ class Trainer:
         self.run_dir.stop(reason, self.epoch, self.batch_in_epoch, self.steps_per_epoch)
 
 
+def resolve_channels_last(cfg: dict, device) -> str:
+    """--channels-last auto as 'on' or 'off', once, when a run starts (a resumed run keeps it): on CUDA on; on the
+    CPU the layout a probe of this run's encoder measures faster (machines differ: AMX makes channels-last faster
+    on recent Intel Xeons). The probe leaves every random stream as it was; rank 0's choice holds for every rank."""
+    if cfg["channels_last"] != "auto":
+        return cfg["channels_last"]
+    if device.type == "cuda":
+        return "on"
+    seconds = dist.broadcast_object(layout_seconds(cfg, device) if dist.rank() == 0 else None)
+    choice = "on" if seconds["on"] < seconds["off"] else "off"
+    if dist.rank() == 0:
+        print(f"note: --channels-last auto: {choice} on this CPU (a forward and backward of the encoder took "
+              f"{seconds['off']:.3f} s contiguous, {seconds['on']:.3f} s channels-last)", file=sys.stderr)
+    return choice
+
+
+def layout_seconds(cfg: dict, device, views=32, repeats=2) -> dict:
+    """{'off': s, 'on': s}: the best of ``repeats`` forward + backward passes of a fresh encoder of the run's sizes
+    on ``views`` random views in each memory layout, after one pass to warm up."""
+    seconds = {}
+    with torch.random.fork_rng(devices=[]):
+        model = run_encoder(cfg).to(device)
+        x = torch.rand(views, 3, 32, 32, device=device)
+        for layout, fmt in (("off", torch.contiguous_format), ("on", torch.channels_last)):
+            model, xl = model.to(memory_format=fmt), x.contiguous(memory_format=fmt)
+            times = []
+            for _ in range(repeats + 1):
+                started = time.perf_counter()
+                model(xl).float().sum().backward()
+                times.append(time.perf_counter() - started)
+            seconds[layout] = min(times[1:])
+    return seconds
+
+
 def device_settings(cfg: dict, device) -> tuple:
     """(bf16 autocast, channels-last, losses read back every N steps) of a run on ``device``."""
     cuda = device.type == "cuda"
     amp = cfg["precision"] == "bf16" or (cfg["precision"] == "auto" and cuda)
-    channels_last = cfg["channels_last"] == "on" or (cfg["channels_last"] == "auto" and cuda)
+    channels_last = cfg["channels_last"] == "on"
     if cuda:
         enable_cudnn_autotuning()
     return amp, channels_last, cfg["log_every"] or (50 if cuda else 1)
