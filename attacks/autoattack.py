@@ -20,7 +20,8 @@ def reference_autoattack():
     return AutoAttack, check_square_sr
 
 
-def autoattack_cascade(model, x: torch.Tensor, y: torch.Tensor, eps: float, seed: int, batch_size: int, device):
+def autoattack_cascade(model, x: torch.Tensor, y: torch.Tensor, eps: float, seed: int, batch_size: int, device,
+                       report=None):
     """Standard L-inf AutoAttack of radius ``eps`` on ``model`` (images in [0, 1] -> logits, deterministic).
 
     x: (N, C, H, W) float in [0, 1], y: (N,) int64, on any device. ``run_standard_evaluation`` runs the
@@ -28,6 +29,7 @@ def autoattack_cascade(model, x: torch.Tensor, y: torch.Tensor, eps: float, seed
     but returns only the end result; here each component is one such call, with AutoAttack's own settings
     and seed, on the images the previous ones left robust: the same cascade, batch for batch.
 
+    ``report(line)``, when given, hears of each component attack as it finishes.
     Returns (robust (N,) bool on x's device, accuracy {"clean": %, "apgd-ce": %, ...} in attack order,
     seconds {attack: s}, AutoAttack's warnings as text lines).
     """
@@ -44,6 +46,8 @@ def autoattack_cascade(model, x: torch.Tensor, y: torch.Tensor, eps: float, seed
                 _, predicted = adversary.run_standard_evaluation(x[index], y[index], batch_size=batch_size)
                 robust[index] = predicted == y[index]
             accuracy[name], seconds[name] = _percent(robust), time.monotonic() - started
+            if report is not None:  # the cascade's progress: each attack can take minutes
+                report(f"{name} done on {len(index)} images, {accuracy[name]:.2f}% robust ({seconds[name]:.0f} s)")
         # The one check of the full run that needs every component's accuracy.
         check_square_sr({k: v / 100 for k, v in accuracy.items()}, logger=adversary.logger)
     return robust, accuracy, seconds, list(dict.fromkeys(notes))

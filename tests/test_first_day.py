@@ -1,5 +1,6 @@
 """What a user meets on the first day: results that say what they measured, rows that differ read differently,
 refusals that name every changed setting, and a reproduce command that checks before it runs."""
+import dataclasses
 import json
 
 import pytest
@@ -85,3 +86,35 @@ def test_rows_asked_later_add_to_the_table_never_shrink_it(tmp_path):
     write_results([rows["crop-empssl-free"]], SCALES["small"], Args, {})
     text = (tmp_path / "results.md").read_text()
     assert "SimCLR" in text and "EMP-SSL" in text  # the row asked, and the row an earlier call finished
+
+
+def test_ctrl_c_during_an_evaluation_keeps_its_finished_stages_and_the_rerun_continues(tmp_path, tiny_data,
+                                                                                       monkeypatch, capsys):
+    import utils.evaluate as evaluate_module
+
+    run = tmp_path / "run"
+    run_script("main_empssl_free_adv.py", "--data-dir", tiny_data, "--subset", 32, *TINY, "--num-views", 2,
+               "--replays", 1, "--knn-every", 0, "--epochs", 1, "--out-dir", run)
+    argv = ["--checkpoint", str(run), "--device", "cpu", "--subset-train", "32", "--subset-test", "20",
+            "--finetune-epochs", "1", "--pgd-steps", "1"]
+    measured = evaluate_module.robust_accuracy
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(evaluate_module, "robust_accuracy", interrupted)
+    with pytest.raises(SystemExit) as stop:
+        evaluate_module.evaluate("empssl", argv)
+    message = capsys.readouterr().err.strip().splitlines()[-1]
+    assert stop.value.code == 130 and "kept the fitted head" in message and "run the same command again" in message
+    assert (run / "partial-eval-slf-pre-v1-last.pt").is_file() and not (run / "eval-slf-pre-v1-last.json").exists()
+
+    def no_refit(*args, **kwargs):
+        raise AssertionError("the kept head should have been reused")
+
+    monkeypatch.setattr(evaluate_module, "robust_accuracy", measured)
+    slf = evaluate_module.PROTOCOLS["slf"]
+    monkeypatch.setitem(evaluate_module.PROTOCOLS, "slf", dataclasses.replace(slf, fit=no_refit))
+    result = evaluate_module.evaluate("empssl", argv)
+    assert 0 <= result["clean"] <= 100 and set(result["pgd"]) == {"4/255", "8/255"}
+    assert not list(run.glob("partial-*"))  # removed once the evaluation completed

@@ -16,7 +16,7 @@ def checkpoint(tmp_path_factory, tiny_data):
     """A tiny EMP-SSL encoder trained for one epoch by the real script, so its format is the real one."""
     out = tmp_path_factory.mktemp("tsne-run")
     run_script("main_empssl.py", "--data", "cifar10", "--data-dir", tiny_data, "--width", "8", "--hidden-dim", "32",
-               "--batch-size", "16", "--epochs", "1", "--device", "cpu", "--out-dir", out)
+               "--batch-size", "16", "--epochs", "1", "--device", "cpu", "--channels-last", "off", "--out-dir", out)
     return out / "last.pt"
 
 

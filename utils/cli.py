@@ -61,8 +61,9 @@ def eps_label(eps: float) -> str:
 
 
 def _no_default(action) -> bool:
-    # Identity, not equality: a default of 0 is worth showing, while 0 == False.
-    return action.default is None or action.default is False or action.default is argparse.SUPPRESS
+    # Identity, not equality: a default of 0 is worth showing, while 0 == False. A switch's default says nothing.
+    return (action.default is None or action.default is False or action.default is argparse.SUPPRESS
+            or (action.nargs == 0 and action.default is True))
 
 
 class _HelpFormatter(argparse.HelpFormatter):
@@ -114,9 +115,15 @@ def note_batch_size(batch_size: int) -> None:
     _batch_in_use = batch_size
 
 
+def program_name() -> str:
+    """How the user called the program, as its parser names it: 'main_empssl.py' or 'python -m utils.report'."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    return f"python -m {spec.name}" if spec is not None and spec.name else os.path.basename(sys.argv[0])
+
+
 def run_main(fn, *args, **kwargs):
     """Call ``fn``; turn the failures a user can fix into one line on stderr and a non-zero exit."""
-    prog = os.path.basename(sys.argv[0])
+    prog = program_name()
     try:
         return fn(*args, **kwargs)
     except UsageError as e:

@@ -42,6 +42,7 @@ from .data import DATASETS, load_dataset, stratified_subset
 from .errors import UsageError
 from .finetune import PROTOCOLS, Classifier, linear_head
 from .methods import METHODS
+from .partial import Progress
 from .results import result_name
 from .run import folder_lock, make_dir, plain, resolve_device, write_json
 
@@ -118,12 +119,17 @@ def parse_args(method: str, argv, data=None):
 
 
 def fill_protocol_defaults(args, data: str):
-    """The protocol's benchmark settings where no flag gave them, the learning rate the benchmark's for ``data``."""
+    """The protocol's benchmark settings where no flag gave them, the learning rate the benchmark's for ``data``;
+    milestones past the fine-tuning epochs, which never fire, are said."""
     protocol = PROTOCOLS[args.protocol]
     for name, value in (("finetune_lr", protocol.lr_for(data)), ("finetune_batch_size", protocol.batch_size),
                         ("milestones", list(protocol.milestones))):
         if getattr(args, name) is None:
             setattr(args, name, value)
+    late = [m for m in args.milestones if m >= args.finetune_epochs]
+    if late:
+        print(f"note: --milestones {' '.join(map(str, late))} lie past the {args.finetune_epochs} fine-tuning epochs: "
+              f"the learning rate does not drop there", file=sys.stderr)
     return args
 
 
@@ -233,7 +239,8 @@ def robust_accuracy(model, images, labels, eps_list, steps, batch_size, device, 
     counted once, in order. Returns (clean, {eps: accuracy}, n)."""
     robust = {eps: 0 for eps in eps_list}
     clean = n = 0
-    for i in tqdm(range(0, len(images), batch_size), desc="attack", leave=False, disable=None):
+    bar = tqdm(total=len(images), desc=f"PGD-{steps}", unit="img", leave=False, disable=None)
+    for i in range(0, len(images), batch_size):
         x, y = images[i: i + batch_size].to(device).float().div_(255), labels[i: i + batch_size].to(device)
         with torch.no_grad():
             correct = model(x).argmax(1) == y
@@ -244,47 +251,73 @@ def robust_accuracy(model, images, labels, eps_list, steps, batch_size, device, 
             with torch.no_grad():
                 robust[eps] += int((correct & (model(x_adv).argmax(1) == y)).sum())
         n += len(x)
+        bar.update(len(x))
+    bar.close()
     return 100.0 * clean / n, {eps: 100.0 * c / n for eps, c in robust.items()}, n
 
 
-def autoattack_results(model, images, labels, args, device) -> dict:
+def autoattack_results(model, images, labels, args, device, done=None) -> dict:
     """AutoAttack at each --eps: the JSON fields ``autoattack`` (final robust %), ``autoattack_breakdown``
-    (% after each attack, and its seconds) and ``autoattack_warnings`` (AutoAttack's own, if any)."""
+    (% after each attack, and its seconds) and ``autoattack_warnings`` (AutoAttack's own, if any). ``done``:
+    {eps: its fields} of the radii already attacked, taken as they are, and filled as each radius finishes."""
     x, y = images.to(device).float().div_(255), labels.to(device)
-    final, breakdown, warnings = {}, {}, {}
+    done = {} if done is None else done
     for eps in sorted(set(args.eps)):
         label = eps_label(eps)
-        _, accuracy, seconds, notes = autoattack_cascade(model, x, y, eps, args.seed, args.batch_size, device)
-        final[label] = round(list(accuracy.values())[-1], 2)
-        breakdown[label] = {**{k: round(v, 2) for k, v in accuracy.items()},
-                            "seconds": {k: round(s, 1) for k, s in seconds.items()}}
+        if label in done:
+            continue
+        _, accuracy, seconds, notes = autoattack_cascade(model, x, y, eps, args.seed, args.batch_size, device,
+                                                         report=lambda line: print(f"AutoAttack {label}: {line}",
+                                                                                   file=sys.stderr, flush=True))
         for note in notes:
             print(f"AutoAttack at eps {label}: {note}", file=sys.stderr)
-        if notes:
-            warnings[label] = notes
-    return {"autoattack": final, "autoattack_breakdown": breakdown, "autoattack_samples": len(x),
-            "autoattack_warnings": warnings}
+        done[label] = {"final": round(list(accuracy.values())[-1], 2), "notes": notes,
+                       "breakdown": {**{k: round(v, 2) for k, v in accuracy.items()},
+                                     "seconds": {k: round(s, 1) for k, s in seconds.items()}}}
+    return {"autoattack": {k: v["final"] for k, v in done.items()},
+            "autoattack_breakdown": {k: v["breakdown"] for k, v in done.items()}, "autoattack_samples": len(x),
+            "autoattack_warnings": {k: v["notes"] for k, v in done.items() if v["notes"]}}
 
 
-def fit_and_test(model: Classifier, data: Data, args, device) -> dict:
-    """Fine-tunes ``model`` by the protocol, then tests it: the result's accuracy fields and stage times."""
-    started = time.monotonic()
-    PROTOCOLS[args.protocol].fit(model, data.train_x, data.train_y, args, device)
+def fit_and_test(model: Classifier, data: Data, args, device, progress: Progress) -> dict:
+    """Fine-tunes ``model`` by the protocol, then tests it: the result's accuracy fields and stage times. Each
+    finished stage is recorded in ``progress``, and a stage an earlier interrupted call finished is taken from it."""
+    fit(model, data, args, device, progress)
     model.eval().requires_grad_(False)
-    stage = {"finetune": time.monotonic() - started}
-    eps_list = sorted(set(args.eps) | (set(SWEEP) if args.eps_sweep else set()))
-    clean, robust, n = robust_accuracy(model, data.test_x, data.test_y, eps_list, args.pgd_steps, args.batch_size,
-                                       device, args.pgd_step_size, args.random_start)
-    stage["pgd"] = time.monotonic() - started - stage["finetune"]
-    out = {"clean": round(clean, 2), "pgd": {eps_label(e): round(a, 2) for e, a in robust.items()}, "n_test": n,
-           "n_train": len(data.train_x)}
+    if "pgd" not in progress.done:
+        started = time.monotonic()
+        eps_list = sorted(set(args.eps) | (set(SWEEP) if args.eps_sweep else set()))
+        clean, robust, n = robust_accuracy(model, data.test_x, data.test_y, eps_list, args.pgd_steps,
+                                           args.batch_size, device, args.pgd_step_size, args.random_start)
+        progress.done["pgd"] = {"clean": round(clean, 2), "pgd": {eps_label(e): round(a, 2) for e, a in robust.items()},
+                                "n_test": n}
+        progress.stage_seconds["pgd"] = round(time.monotonic() - started, 1)
+    out = {**progress.done["pgd"], "n_train": len(data.train_x)}
     if args.autoattack:
         index = data.autoattack_index
         x, y = (data.test_x, data.test_y) if index is None else (data.test_x[index], data.test_y[index])
-        out.update(autoattack_results(model, x, y, args, device))
-        stage["autoattack"] = time.monotonic() - started - stage["finetune"] - stage["pgd"]
-    out["stage_seconds"] = {k: round(v, 1) for k, v in stage.items()}
+        started = time.monotonic()
+        out.update(autoattack_results(model, x, y, args, device, progress.done.setdefault("autoattack", {})))
+        progress.stage_seconds["autoattack"] = round(progress.stage_seconds.get("autoattack", 0)
+                                                     + time.monotonic() - started, 1)
+    out["stage_seconds"] = dict(progress.stage_seconds)
     return out
+
+
+def fit(model: Classifier, data: Data, args, device, progress: Progress) -> None:
+    """The protocol's fine-tuning, or the fitted state an earlier interrupted call kept."""
+    state = progress.fitted_state()
+    if state is not None:
+        model.head.load_state_dict(state["head"])
+        if "encoder" in state:
+            model.encoder.load_state_dict(state["encoder"])
+        print(f"resumed: the fitted head{' and encoder' if 'encoder' in state else ''} of {progress.pt.name}",
+              file=sys.stderr)
+        return
+    started = time.monotonic()
+    PROTOCOLS[args.protocol].fit(model, data.train_x, data.train_y, args, device)
+    progress.done["fitted"] = True
+    progress.stage_seconds["finetune"] = round(time.monotonic() - started, 1)
 
 
 def result_paths(args, out_dir: Path):
@@ -395,13 +428,21 @@ def evaluate(method: str, argv=None):
     warn_if_unfinished(ckpt_path, meta)
     refuse_to_replace_another_evaluation(json_path, args, identity)
     model = build_classifier(encoder.to(device), args, meta["config"], num_classes, device)
+    progress = Progress(json_path, {k: v for k, v in vars(args).items() if k not in SAME_EVALUATION}, identity)
+    try:
+        measured = fit_and_test(model, data, args, device, progress)
+    except KeyboardInterrupt:
+        kept = progress.keep(lambda path: save_fitted(model, args, num_classes, path))
+        print(f"interrupted: {kept}; run the same command again to continue from there", file=sys.stderr)
+        sys.exit(130)
     result = {"method": method, "regime": meta["regime"], "checkpoint": str(ckpt_path), "checkpoint_identity": identity,
               "finished": finished(meta),
               "protocol": args.protocol,
-              "features": args.features, "test_views": args.test_views, **fit_and_test(model, data, args, device),
+              "features": args.features, "test_views": args.test_views, **measured,
               "subsets": data.subsets, "train_seconds": meta["train_seconds"], "train_config": meta["config"],
               "seconds": round(time.monotonic() - started, 1), "settings": dict(vars(args))}
     json_path, fitted_path = save_result(result, model, args, num_classes, json_path, identity)
+    progress.clear()
     _print_row(result, ckpt_path, json_path, fitted_path)
     return result
 
@@ -410,7 +451,8 @@ def _print_row(result, ckpt_path, json_path, fitted_path):
     cells = [f"{result['protocol']} {result['features']} v{result['test_views']}", f"clean {result['clean']:.2f}"]
     cells += [f"PGD({k}) {v:.2f}" for k, v in result["pgd"].items()]
     cells += [f"AA({k}) {v:.2f}" for k, v in result.get("autoattack", {}).items()]
-    print(f"| {ckpt_path} | " + " | ".join(cells) + f" | n={result['n_test']} |")
+    aa = f", AutoAttack n={result['autoattack_samples']}" if "autoattack_samples" in result else ""
+    print(f"| {ckpt_path} | " + " | ".join(cells) + f" | n={result['n_test']}{aa} |")
     print(f"wrote {json_path} and {fitted_path}")
 
 

@@ -122,8 +122,9 @@ def plot(points: np.ndarray, labels: torch.Tensor, lines: int, title: str, out: 
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
 
-    n = len(labels)
-    colours = class_colours(int(labels.max()) + 1)[labels.numpy()]
+    n, classes = len(labels), int(labels.max()) + 1
+    palette = class_colours(classes)
+    colours = palette[labels.numpy()]
     joined = np.random.default_rng(seed).permutation(n)[:lines]
     fig = Figure(figsize=(8, 8))
     ax = fig.add_subplot()
@@ -131,8 +132,12 @@ def plot(points: np.ndarray, labels: torch.Tensor, lines: int, title: str, out: 
                                      linewidths=0.3, alpha=0.6, zorder=1))
     ax.scatter(*points[:n].T, c=colours, marker="o", s=10, linewidths=0, zorder=2)
     ax.scatter(*points[n:].T, c=colours, marker="x", s=14, linewidths=0.7, zorder=3)
-    ax.legend(handles=[Line2D([], [], color="k", marker="o", ls="", label="clean"),
-                       Line2D([], [], color="k", marker="x", ls="", label="PGD")], loc="best")
+    kinds = ax.legend(handles=[Line2D([], [], color="k", marker="o", ls="", label="clean"),
+                               Line2D([], [], color="k", marker="x", ls="", label="PGD")], loc="upper left")
+    ax.add_artist(kinds)
+    if classes <= 20:  # beyond that a legend of colours says little
+        ax.legend(handles=[Line2D([], [], color=palette[k], marker="o", ls="", label=f"class {k}")
+                           for k in range(classes)], loc="upper right", fontsize=7, ncol=2)
     ax.set(title=title, xticks=[], yticks=[])
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
