@@ -444,12 +444,12 @@ def test_two_evaluations_started_together_both_keep_their_results(tmp_path, tiny
     argv = quick_evaluation(tiny_checkpoint(tmp_path / "orig.pt"), tiny_data, "--out", out)
     fit, second = evaluate_module.fit_and_test, {}
 
-    def while_another_runs(model, data, args, device):
+    def while_another_runs(model, data, args, device, progress):
         if not second:  # the first evaluation's fine-tuning: meanwhile the second runs to its end
             second["started"] = True
             evaluate("simclr", [*argv, "--seed", "1"])
             second["files"] = [(out / f"eval-slf-pre-v1-orig.{ext}").read_bytes() for ext in ("json", "pt")]
-        return fit(model, data, args, device)
+        return fit(model, data, args, device, progress)
 
     monkeypatch.setattr(evaluate_module, "fit_and_test", while_another_runs)
     first = evaluate("simclr", [*argv, "--seed", "0"])

@@ -120,14 +120,15 @@ def parse_args(method: str, argv, data=None):
 
 def fill_protocol_defaults(args, data: str):
     """The protocol's benchmark settings where no flag gave them, the learning rate the benchmark's for ``data``;
-    milestones past the fine-tuning epochs, which never fire, are said."""
+    given milestones past the fine-tuning epochs, which never fire, are said."""
     protocol = PROTOCOLS[args.protocol]
+    given = args.milestones is not None
     for name, value in (("finetune_lr", protocol.lr_for(data)), ("finetune_batch_size", protocol.batch_size),
                         ("milestones", list(protocol.milestones))):
         if getattr(args, name) is None:
             setattr(args, name, value)
     late = [m for m in args.milestones if m >= args.finetune_epochs]
-    if late:
+    if late and given:
         print(f"note: --milestones {' '.join(map(str, late))} lie past the {args.finetune_epochs} fine-tuning epochs: "
               f"the learning rate does not drop there", file=sys.stderr)
     return args

@@ -7,7 +7,6 @@ several) through ``Trainer.loss`` and ``Trainer.update``. The run's folder, conf
 ``utils.rundir.RunDir``'s; run safety (signals, periodic saves, the clock, the non-finite check) is
 ``utils.guard.RunGuard``'s.
 """
-import sys
 import time
 from contextlib import nullcontext
 
@@ -36,8 +35,8 @@ class Trainer:
         self.cfg = cfg = self.run_dir.cfg
         self.device = dist.device_for(resolve_device(cfg["device"]))
         self.local_batch = dist.local_batch(cfg["batch_size"])
-        cfg["channels_last"] = resolve_channels_last(cfg, self.device)
         images, self.labels = training_images(cfg, images, labels)
+        cfg["channels_last"] = resolve_channels_last(cfg, self.device)
         self.images = images.to(self.device)
         self.steps_per_epoch = len(images) // cfg["batch_size"]
         self._build()
@@ -187,11 +186,7 @@ def resolve_channels_last(cfg: dict, device) -> str:
     if device.type == "cuda":
         return "on"
     seconds = dist.broadcast_object(layout_seconds(cfg, device) if dist.rank() == 0 else None)
-    choice = "on" if seconds["on"] < seconds["off"] else "off"
-    if dist.rank() == 0:
-        print(f"note: --channels-last auto: {choice} on this CPU (a forward and backward of the encoder took "
-              f"{seconds['off']:.3f} s contiguous, {seconds['on']:.3f} s channels-last)", file=sys.stderr)
-    return choice
+    return "on" if seconds["on"] < seconds["off"] else "off"  # the run's start line says which
 
 
 def layout_seconds(cfg: dict, device, views=32, repeats=2) -> dict:
