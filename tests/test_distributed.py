@@ -62,6 +62,60 @@ def test_objectives_over_ranks_equal_single_process(tmp_path, method):
         torch.testing.assert_close(got["grad"] / WORLD, z.grad[:, rank * B:(rank + 1) * B], rtol=1e-5, atol=1e-6)
 
 
+def bn_net():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(6, D), torch.nn.BatchNorm1d(D), torch.nn.ReLU(), torch.nn.Linear(D, D))
+
+
+def view_shards():
+    """(2, WORLD*B, 6): SimCLR's two views of the global batch; rank r holds rows r*B:(r+1)*B of each."""
+    return torch.randn(2, WORLD * B, 6, generator=torch.Generator().manual_seed(3))
+
+
+def bn_buffers(net):
+    bn = net[1]
+    return [bn.running_mean, bn.running_var, bn.num_batches_tracked]
+
+
+def per_view_worker(rank, init_file, out_dir):
+    tdist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
+    try:
+        model = bn_net()
+        with torch.no_grad():
+            model[1].running_mean.add_(rank)  # the wrapper must start every rank from rank 0's buffers
+        net = dist.wrap_model(model, torch.device("cpu"), sync_bn=False)
+        views = view_shards()[:, rank * B:(rank + 1) * B].reshape(-1, 6)
+        z = METHODS.lookup("simclr")(CONFIGS["simclr"]).embed(net, views, B)  # one forward per view
+        loss, _ = objective("simclr", z)
+        loss.backward()
+        torch.save({"grads": [p.grad for p in model.parameters()], "buffers": bn_buffers(model)},
+                   os.path.join(out_dir, f"rank{rank}.pt"))
+    finally:
+        tdist.destroy_process_group()
+
+
+def test_per_view_forwards_under_ddp_match_single_process(tmp_path):
+    """Two forwards before one backward through the DDP-wrapped model (SimCLR's per-view forward) train as one
+    process would with each rank's share forwarded view by view, and leave each rank the BatchNorm running
+    statistics of the batches it normalised (rank 0's are what a checkpoint keeps). DDP's default, rank 0's
+    buffers broadcast in place before every forward, fails the backward on torch 2.11 and overwrites rank 1's
+    statistics on later versions."""
+    mp.spawn(per_view_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=WORLD, join=True)
+    x, ref = view_shards(), bn_net()
+    z = torch.stack([torch.cat([ref(x[v, r * B:(r + 1) * B]) for r in range(WORLD)]) for v in range(2)])
+    objective("simclr", z.reshape(-1, D))[0].backward()
+    for rank in range(WORLD):
+        got = torch.load(tmp_path / f"rank{rank}.pt")
+        for g, p in zip(got["grads"], ref.parameters()):
+            torch.testing.assert_close(g, p.grad, rtol=1e-5, atol=1e-6)
+        own = bn_net()
+        with torch.no_grad():
+            for v in range(2):
+                own(x[v, rank * B:(rank + 1) * B])
+        for b, want in zip(got["buffers"], bn_buffers(own)):
+            torch.testing.assert_close(b, want, rtol=1e-5, atol=1e-6, msg=lambda m: f"rank {rank}'s BatchNorm buffers: {m}")
+
+
 @pytest.mark.parametrize("method,regime", sorted(SCRIPTS))
 def test_every_script_trains_under_torchrun(tmp_path, tiny_data, method, regime):
     views = ["--num-views", "2"] if method == "empssl" else []

@@ -1,5 +1,6 @@
 """torchrun / DistributedDataParallel helpers; every function is a no-op in a single process."""
 import gc
+import inspect
 import os
 import sys
 
@@ -45,13 +46,32 @@ def device_for(device: torch.device) -> torch.device:
 
 
 def wrap_model(model: nn.Module, device: torch.device, sync_bn: bool) -> nn.Module:
+    """``model`` in DDP (its BatchNorm layers SyncBatchNorm on CUDA with ``sync_bn``); ``model`` itself alone.
+
+    Buffers are made equal on every rank once, here, and never re-broadcast at a forward. DDP's default
+    re-broadcasts rank 0's buffers in place before every forward: with several forwards before one backward
+    (``--per-view-forward``, a clean branch) that copy overwrites BatchNorm running statistics that the earlier
+    forwards' graphs saved, which torch 2.11 refuses at ``backward`` ("modified by an inplace operation")
+    and 2.13+ let through with the version counter hidden. Without it each rank's running
+    statistics follow the batches it normalises: the global batch's with SyncBatchNorm (the same on every
+    rank, so a broadcast had nothing to add), its own share without. Rank 0's buffers, the ones a checkpoint
+    keeps, are the same either way: the broadcast only ever copied them onto the other ranks.
+    """
     if not is_distributed():
         return model
     if sync_bn and device.type == "cuda":
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     elif sync_bn and rank() == 0:
         print("note: SyncBatchNorm needs CUDA; BatchNorm statistics stay per process on the CPU", file=sys.stderr)
-    return nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    ddp = nn.parallel.DistributedDataParallel
+    if "forward_sync_buffers" in inspect.signature(ddp.__init__).parameters:  # torch >= 2.13: syncs them at init
+        no_forward_sync = {"forward_sync_buffers": False}
+    else:  # broadcast_buffers=False (deprecated since 2.13) also skips DDP's sync at init
+        with torch.no_grad():
+            for buf in model.buffers():
+                tdist.broadcast(buf, src=0)
+        no_forward_sync = {"broadcast_buffers": False}
+    return ddp(model, device_ids=[device.index] if device.type == "cuda" else None, **no_forward_sync)
 
 
 def gather_views(z: torch.Tensor) -> torch.Tensor:
