@@ -56,7 +56,7 @@ def test_objectives_over_ranks_equal_single_process(tmp_path, method):
     loss, _ = objective(method, z.reshape(-1, D))
     loss.backward()
     for rank in range(WORLD):
-        got = torch.load(tmp_path / f"rank{rank}.pt")
+        got = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
         torch.testing.assert_close(got["loss"], loss.detach(), rtol=1e-5, atol=1e-6)
         # DDP averages parameter gradients over ranks: what reaches the parameters is grad / WORLD.
         torch.testing.assert_close(got["grad"] / WORLD, z.grad[:, rank * B:(rank + 1) * B], rtol=1e-5, atol=1e-6)
@@ -105,7 +105,7 @@ def test_per_view_forwards_under_ddp_match_single_process(tmp_path):
     z = torch.stack([torch.cat([ref(x[v, r * B:(r + 1) * B]) for r in range(WORLD)]) for v in range(2)])
     objective("simclr", z.reshape(-1, D))[0].backward()
     for rank in range(WORLD):
-        got = torch.load(tmp_path / f"rank{rank}.pt")
+        got = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
         for g, p in zip(got["grads"], ref.parameters()):
             torch.testing.assert_close(g, p.grad, rtol=1e-5, atol=1e-6)
         own = bn_net()
