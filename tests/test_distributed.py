@@ -22,8 +22,9 @@ SCRIPTS = {key: script for key, (script, _) in entry_scripts().items()}
 
 WORLD, V, B, D = 2, 3, 4, 16
 CONFIGS = {
-    "empssl": {"method": "empssl", "num_views": V, "inv_coef": 200.0, "tcr_coef": 1.0, "tcr_eps": 0.2},
-    "simclr": {"method": "simclr", "num_views": 2, "temperature": 0.2},
+    "empssl": {"method": "empssl", "num_views": V, "inv_coef": 200.0, "tcr_coef": 1.0, "tcr_eps": 0.2,
+               "per_view_forward": False},
+    "simclr": {"method": "simclr", "num_views": 2, "temperature": 0.2, "per_view_forward": True},
 }
 
 
@@ -113,7 +114,8 @@ def test_per_view_forwards_under_ddp_match_single_process(tmp_path):
             for v in range(2):
                 own(x[v, rank * B:(rank + 1) * B])
         for b, want in zip(got["buffers"], bn_buffers(own)):
-            torch.testing.assert_close(b, want, rtol=1e-5, atol=1e-6, msg=lambda m: f"rank {rank}'s BatchNorm buffers: {m}")
+            torch.testing.assert_close(b, want, rtol=1e-5, atol=1e-6,
+                                       msg=lambda m: f"rank {rank}'s BatchNorm buffers: {m}")
 
 
 @pytest.mark.parametrize("method,regime", sorted(SCRIPTS))
