@@ -254,7 +254,7 @@ def stage_train(session, box) -> dict:
     code = run_command(argv + (["--compile"] if compile_model else []), session.log("train"), box)
     if code not in TRAIN_EXITS:
         raise RuntimeError(f"training exited with status {code}: {last_line(session.log('train'))}")
-    device = "bf16, channels-last, CUDA" if torch.cuda.is_available() else "float32, CPU"
+    device = "bf16, channels-last, CUDA" if torch.cuda.is_available() else "float32, CPU (layout: --channels-last auto)"
     return {**training_state(run_dir), "compile": compile_model, "device": device, "time_limit_s": round(limit)}
 
 

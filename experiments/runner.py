@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -69,7 +70,10 @@ def run_command(argv, log, box=None) -> int:
             _stop_group(proc, grace)
             raise PastBox(f"past its time box of {box:.0f} s: stopped") from None
         except BaseException:
-            _stop_group(proc, grace) if box else proc.wait()
+            if box:
+                _stop_group(proc, grace)
+            else:
+                proc.wait()
             raise
 
 
@@ -159,8 +163,6 @@ def run_plan(rows: dict, costs: dict | None = None) -> dict:
     """Runs every row in order (``rows``: key -> a call that runs it and returns ``run_job``'s status), printing
     each row's start (with the time left, from ``costs``: key -> a unit of work) and its status; returns
     {key: why} for the rows that failed."""
-    import time
-
     started, spent, failures = time.monotonic(), 0.0, {}
     keys = list(rows)
     for k, key in enumerate(keys):

@@ -58,3 +58,11 @@ def test_bench_variants_projects_each_runs_minutes_from_its_minibatches(capsys, 
     assert [r[2] for r in rows] == ["250", "250", str(250 * 17)]
     assert len(minutes) == 3 and rows[0][4] == "1.00x"
     assert [r[4] for r in rows[1:]] == [f"{m / minutes[0]:.2f}x" for m in minutes[1:]]
+
+
+def test_bench_cpu_path_times_every_layout_and_precision(capsys, tmp_path):
+    from benchmarks import bench_cpu_path
+
+    results = bench_cpu_path.main(["--scales", "smoke", "--repeats", "1", "--out-dir", str(tmp_path)])
+    assert set(results["smoke"]) == set(bench_cpu_path.SETTINGS) and all(s > 0 for s in results["smoke"].values())
+    assert "speed-up" in capsys.readouterr().out

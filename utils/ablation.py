@@ -127,8 +127,7 @@ class CleanApart:
 
     def embed(self, net, views, batch):
         k = self.cfg["clean_views"] * batch
-        return torch.cat([super(CleanApart, self).embed(net, views[:k], batch),
-                          super(CleanApart, self).embed(net, views[k:], batch)])
+        return torch.cat([super().embed(net, views[:k], batch), super().embed(net, views[k:], batch)])
 
 
 class CleanAnchor:
@@ -153,6 +152,10 @@ class Switch:
     needs_clean_views: str = ""  # the flag, when it needs views left clean
 
 
+def _attack_tcr_changed(cfg) -> bool:
+    return cfg.get("attack_tcr_coef", cfg.get("tcr_coef")) != cfg.get("tcr_coef")
+
+
 REGIME_SWITCHES = (
     Switch(CleanTerms, lambda cfg: bool(cfg.get("clean_weight") or cfg.get("attack_gain"))),
     Switch(EvalBNAttack, lambda cfg: cfg.get("attack_bn") == "eval"),
@@ -160,7 +163,7 @@ REGIME_SWITCHES = (
 METHOD_SWITCHES = (
     Switch(CleanApart, lambda cfg: cfg["clean_apart"], "--clean-apart"),
     Switch(CleanAnchor, lambda cfg: cfg.get("anchor") == "clean", "--anchor clean"),
-    Switch(AttackTCR, lambda cfg: cfg.get("attack_tcr_coef", cfg.get("tcr_coef")) != cfg.get("tcr_coef")),
+    Switch(AttackTCR, _attack_tcr_changed),
 )
 
 
@@ -183,7 +186,7 @@ def method_class(cfg: dict) -> type:
         if switch.needs_clean_views and switch.active(cfg) and not cfg["clean_views"]:
             raise UsageError(f"{switch.needs_clean_views} needs views an adversary leaves clean: add --clean-views K "
                              f"(K >= 1) in an adversarial regime")
-    if METHOD_SWITCHES[2].active(cfg) and cfg["regime"] != "pgd":
+    if _attack_tcr_changed(cfg) and cfg["regime"] != "pgd":
         raise UsageError("--attack-tcr-coef weighs TCR in the PGD attack's objective; the other regimes have no "
                          "attack of their own: drop it or train with main_empssl_adv.py")
     return _with(METHODS.lookup(cfg["method"]), METHOD_SWITCHES, cfg)

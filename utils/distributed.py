@@ -8,6 +8,9 @@ import torch
 import torch.distributed as tdist
 from torch import nn
 
+from .cli import note_batch_size
+from .errors import UsageError
+
 
 def is_distributed() -> bool:
     return tdist.is_available() and tdist.is_initialized()
@@ -89,9 +92,6 @@ def gather_views(z: torch.Tensor) -> torch.Tensor:
 
 def local_batch(batch_size: int) -> int:
     """This process's share of the global batch (which must divide evenly)."""
-    from .cli import note_batch_size
-    from .errors import UsageError
-
     if batch_size % world_size():
         raise UsageError(f"--batch-size {batch_size} must be divisible by the {world_size()} processes")
     note_batch_size(batch_size)
