@@ -51,10 +51,10 @@ class ResNet(nn.Module):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # The stem reads the image in float32 even under bf16 autocast: bf16's spacing of 1/256 in [0.5, 1)
-        # would round away most steps of an 8/255 perturbation (0.01 each).
+        # The stem reads the image in its weights' precision (float32) even under bf16 autocast: bf16's spacing of
+        # 1/256 in [0.5, 1) would round away most steps of an 8/255 perturbation (0.01 each).
         with torch.autocast(x.device.type, enabled=False):
-            x = self.conv1(x.float())
+            x = self.conv1(x.to(self.conv1.weight.dtype))
         x = self.relu(self.bn1(x))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         return torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1)

@@ -75,7 +75,12 @@ def parts_changed(cfg: dict) -> list:
 
 # ----- the regimes' mixins --------------------------------------------------------------------------------------
 class CleanTerms:
-    """The clean branch (``--clean-weight``) and the attack-gain diagnostic (``--attack-gain``)."""
+    """The clean branch (``--clean-weight``) and the attack-gain diagnostic (``--attack-gain``): the regime sees the
+    learner through ``CleanBranch``, whose training loss knows the step's unperturbed views."""
+
+    def __init__(self, cfg, learner):
+        super().__init__(cfg, learner)
+        self.learner = CleanBranch(learner, cfg["clean_weight"], cfg["attack_gain"])
 
     @classmethod
     def terms(cls, cfg):
@@ -87,18 +92,37 @@ class CleanTerms:
         extra = 1 if cfg["clean_weight"] else 1 / 3 if cfg["attack_gain"] else 0
         return super().passes_per_batch(cfg) + cls.steps_per_batch(cfg) * extra
 
-    def objective(self, views, perturbed):
-        learner, weight, gain = self.learner, self.cfg["clean_weight"], self.cfg["attack_gain"]
+    def step(self, views):
+        self.learner.views = views
+        return super().step(views)
+
+
+class CleanBranch:
+    """A learner whose training loss (``net`` not given) at the perturbed views adds ``weight`` times the loss at
+    ``views``, the step's unperturbed views, and logs the gain of the one over the other; everything else is the
+    wrapped learner's."""
+
+    def __init__(self, learner, weight, gain):
+        self._learner, self.weight, self.gain, self.views = learner, weight, gain, None
+
+    def __getattr__(self, name):
+        return getattr(self._learner, name)
+
+    def loss(self, perturbed, net=None):
+        learner = self._learner
+        if net is not None:
+            return learner.loss(perturbed, net)
         clean_loss = None
-        if gain and not weight:  # before the training forward: restoring the statistics after it breaks its graph
+        # before the training forward: restoring the statistics after it would break its graph
+        if self.gain and not self.weight:
             with torch.no_grad(), frozen_bn_stats(learner.model):
-                clean_loss = learner.loss(views, learner.model)[0]
+                clean_loss = learner.loss(self.views, learner.model)[0]
         adv_loss, terms = learner.loss(perturbed)
         loss = adv_loss
-        if weight:
-            clean_loss = learner.loss(views)[0]
-            loss = adv_loss + weight * clean_loss
-        if gain:
+        if self.weight:
+            clean_loss = learner.loss(self.views)[0]
+            loss = adv_loss + self.weight * clean_loss
+        if self.gain:
             terms = [*terms, (adv_loss - clean_loss).detach().float()]
         return loss, terms
 

@@ -75,11 +75,6 @@ class Adversarial(Regime):
                            help="leading views of each image the adversary leaves clean (default: the method's; "
                                 "SimCLR 1, EMP-SSL 0)")
 
-    def objective(self, views, perturbed):
-        """(V*b, 3, H, W) clean views and the same views with the adversary's rows perturbed -> (loss, terms) of
-        the training step: the method's loss at ``perturbed``."""
-        return self.learner.loss(perturbed)
-
 
 def add_radius_flags(group) -> None:
     group.add_argument("--eps", type=radius, default=8 / 255, help="L-inf radius, as 8/255 or 0.0314 (default: 8/255)")

@@ -32,7 +32,7 @@ class Free(Adversarial):
     def step(self, views):
         clean, target = self.split(views)
         for _ in range(self.cfg["replays"]):
-            loss, terms = self.objective(views, torch.cat([clean, self.adversary.perturb(target)]))
+            loss, terms = self.learner.loss(torch.cat([clean, self.adversary.perturb(target)]))
             self.learner.update(loss)
             self.adversary.step(target)
         return loss, terms

@@ -48,6 +48,6 @@ class PGD(Adversarial):
 
     def step(self, views):
         clean, target = self.split(views)
-        loss, terms = self.objective(views, torch.cat([clean, self.craft(clean, target)]))
+        loss, terms = self.learner.loss(torch.cat([clean, self.craft(clean, target)]))
         self.learner.update(loss)
         return loss, terms

@@ -34,6 +34,6 @@ class OriginalPGD(PGD):
         if self.accumulate:  # the optimizer applies the attack steps' gradients with the training step's
             self.learner.zero_grad()
         clean, target = self.split(views)
-        loss, terms = self.objective(views, torch.cat([clean, self.craft(clean, target)]))
+        loss, terms = self.learner.loss(torch.cat([clean, self.craft(clean, target)]))
         self.learner.update(loss, zero_grad=not self.accumulate)
         return loss, terms
