@@ -30,13 +30,12 @@ from pathlib import Path
 import torch
 
 from experiments.paper import PAPER
-from experiments.runner import PastBox, run_command
+from experiments.runner import BoxedPlan, PastBox, Skip, last_line, run_command
 from experiments.tables import markdown_table
 from utils.cli import positive_float, run_main
 from utils.data import DATASETS, load_dataset
-from utils.errors import UsageError
 from utils.results import result_name
-from utils.run import machine, read_jsonl, write_json
+from utils.run import machine, read_jsonl, write_text_atomic
 
 METHOD, REGIME, SCRIPT = "empssl", "free", "main_empssl_free_adv"
 TRAIN_EXITS = {0: True, 75: False}  # the trainer's exit status -> finished (75: stopped by --time-limit)
@@ -71,87 +70,22 @@ SMOKE = Scale(("--width", "4", "--hidden-dim", "16", "--subset", "64", "--batch-
               510, False)
 
 
-class Skip(Exception):
-    """A stage that cannot run here; the message says why."""
-
-
-def last_line(log) -> str:
-    lines = [line for line in Path(log).read_text(errors="replace").splitlines() if line.strip()]
-    return lines[-1][:300] if lines else "no output"
-
-
-class Session:
-    """The stages of one call, their records in DIR/session.json (every call appended) and DIR/session.md."""
+class Session(BoxedPlan):
+    """The stages of one call on the runner's ``BoxedPlan``; after each, session.md and the export too."""
 
     def __init__(self, args, scale):
         self.args, self.scale = args, scale
-        self.out = Path(args.out).resolve()  # the stages' processes run from the project's root
-        (self.out / "logs").mkdir(parents=True, exist_ok=True)
-        self.started, self.budget = time.monotonic(), args.budget or scale.budget
-        path = self.out / "session.json"
-        self.record = json.loads(path.read_text()) if path.is_file() else {"calls": []}
-        kind = "smoke" if args.smoke else "full"
-        if self.record.get("scale", kind) != kind:
-            raise UsageError(f"{self.out} holds a {self.record['scale']} session; choose another --out")
-        self.record["scale"] = kind
-        self.call = {"call": len(self.record["calls"]) + 1, "started": time.strftime("%Y-%m-%d %H:%M:%S"),
-                     "argv": args.argv, "budget_s": self.budget, "stages": []}
-        self.record["calls"].append(self.call)
-        self.results = {}
-
-    def left(self) -> float:
-        return self.budget - (time.monotonic() - self.started)
+        super().__init__(args.out, args.budget or scale.budget, scale.boxes, "smoke" if args.smoke else "full",
+                         args.argv)
 
     def run_all(self):
-        names = list(STAGES)
-        for k, name in enumerate(names):
-            self.run_stage(name, names[k + 1:])
-        return [s for s in self.call["stages"] if s["status"] == "failed"]
-
-    def run_stage(self, name, later):
-        """Runs one stage inside its box (its most seconds, less the seconds kept for the later stages)."""
-        most, kept = self.scale.boxes[name]
-        box = self.left() - sum(self.scale.boxes[s][1] for s in later)
-        box = box if most is None else min(most, box)
-        entry, started = {"stage": name, "box_s": round(box, 1)}, time.monotonic()
-        try:
-            if box < max(kept, 5):
-                raise Skip(f"{max(box, 0):.0f} s left for it in the budget; it needs {max(kept, 5)}")
-            entry.update(status="done", result=STAGES[name](self, box))
-            self.results[name] = entry["result"]
-        except (Skip, PastBox) as e:
-            entry.update(status="skipped", reason=str(e))
-        except Exception as e:  # recorded, and the later stages still run
-            entry.update(status="failed", reason=f"{type(e).__name__}: {e}"[:400])
-        entry["seconds"] = round(time.monotonic() - started, 1)
-        print(f"[{entry['seconds']:7.1f} s] {name}: {entry['status']}" + (f" ({entry['reason']})" if "reason" in entry
-                                                                        else ""), flush=True)
-        self.call["stages"].append(entry)
-        self.save()
-
-    def earlier(self, name, key=None):
-        """The result of the stage in the latest earlier call that finished it (with the same ``key``)."""
-        for call in reversed(self.record["calls"][:-1]):
-            for s in call["stages"]:
-                if s["stage"] == name and s["status"] == "done" and s["result"].get("key") == key:
-                    return {**s["result"], "reused_from_call": call["call"]}
-        return None
-
-    def log(self, name) -> Path:
-        return self.out / "logs" / f"{name}.log"
+        return super().run_all(STAGES)
 
     def save(self):
-        self.call["seconds"] = round(time.monotonic() - self.started, 1)
-        write_json(self.out / "session.json", self.record)
-        write_text(self.out / "session.md", render(self.record))
+        super().save()
+        write_text_atomic(self.out / "session.md", render(self.record))
         if self.args.export:
             export(self, Path(self.args.export))
-
-
-def write_text(path, text):
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def export(session, folder):
@@ -166,7 +100,7 @@ def export(session, folder):
             shutil.copyfile(path, folder / name)
     tails = [f"== {log.name}\n" + "\n".join(log.read_text(errors="replace").splitlines()[-40:])
              for log in sorted((session.out / "logs").glob("*.log"))]
-    write_text(folder / "logs.txt", "\n\n".join(tails) + "\n")
+    write_text_atomic(folder / "logs.txt", "\n\n".join(tails) + "\n")
 
 
 # ----- the stages: each takes (session, box seconds) and returns its result ----------------------------------

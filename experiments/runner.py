@@ -1,5 +1,5 @@
 """The one runner: a plan of rows -> commands -> results, shared by ``utils.reproduce``, ``utils.ablate`` and
-``benchmarks.gpu_session``.
+``benchmarks.gpu_session`` (a ``BoxedPlan``: stages inside one budget of seconds).
 
 A row trains through its entry script (``--resume auto``: an interrupted row continues) and is evaluated by
 ``evaluate_<method>.py`` into one or more folders. An evaluation is done when its result evaluated the bytes the
@@ -179,3 +179,80 @@ def run_plan(rows: dict, costs: dict | None = None) -> dict:
             failures[key] = status
             print(f"  {key}: {status}", file=sys.stderr, flush=True)
     return failures
+
+
+class Skip(Exception):
+    """A stage that cannot run here; the message says why."""
+
+
+def last_line(log) -> str:
+    lines = [line for line in Path(log).read_text(errors="replace").splitlines() if line.strip()]
+    return lines[-1][:300] if lines else "no output"
+
+
+class BoxedPlan:
+    """Stages run in order inside one budget of seconds, each in a time box: at most its own seconds (``boxes``:
+    name -> (most seconds or None for the time left, seconds kept for it while earlier stages run)), less the
+    seconds kept for the later ones. A stage is a call (plan, box) -> result dict that raises ``Skip`` when it
+    cannot run; one past its box (``PastBox``) is recorded as skipped, one that fails as failed, and the later
+    stages still run. Every call of the same folder is appended to its session.json, rewritten after each stage;
+    ``earlier`` finds a stage finished by an earlier call, for a stage to reuse."""
+
+    def __init__(self, folder: Path, budget: float, boxes: dict, kind: str, argv: list):
+        self.out, self.budget, self.boxes = Path(folder).resolve(), budget, boxes
+        (self.out / "logs").mkdir(parents=True, exist_ok=True)
+        self.started = time.monotonic()
+        path = self.out / "session.json"
+        self.record = json.loads(path.read_text()) if path.is_file() else {"calls": []}
+        if self.record.get("scale", kind) != kind:
+            raise UsageError(f"{self.out} holds a {self.record['scale']} session; choose another --out")
+        self.record["scale"] = kind
+        self.call = {"call": len(self.record["calls"]) + 1, "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+                     "argv": argv, "budget_s": budget, "stages": []}
+        self.record["calls"].append(self.call)
+        self.results = {}
+
+    def left(self) -> float:
+        return self.budget - (time.monotonic() - self.started)
+
+    def run_all(self, stages: dict) -> list:
+        """Runs ``stages`` (name -> call) in order; the records of the stages that failed."""
+        names = list(stages)
+        for k, name in enumerate(names):
+            self.run_stage(name, stages[name], names[k + 1:])
+        return [s for s in self.call["stages"] if s["status"] == "failed"]
+
+    def run_stage(self, name, run, later):
+        most, kept = self.boxes[name]
+        box = self.left() - sum(self.boxes[s][1] for s in later)
+        box = box if most is None else min(most, box)
+        entry, started = {"stage": name, "box_s": round(box, 1)}, time.monotonic()
+        try:
+            if box < max(kept, 5):
+                raise Skip(f"{max(box, 0):.0f} s left for it in the budget; it needs {max(kept, 5)}")
+            entry.update(status="done", result=run(self, box))
+            self.results[name] = entry["result"]
+        except (Skip, PastBox) as e:
+            entry.update(status="skipped", reason=str(e))
+        except Exception as e:  # recorded, and the later stages still run
+            entry.update(status="failed", reason=f"{type(e).__name__}: {e}"[:400])
+        entry["seconds"] = round(time.monotonic() - started, 1)
+        reason = f" ({entry['reason']})" if "reason" in entry else ""
+        print(f"[{entry['seconds']:7.1f} s] {name}: {entry['status']}{reason}", flush=True)
+        self.call["stages"].append(entry)
+        self.save()
+
+    def earlier(self, name, key=None):
+        """The result of the stage in the latest earlier call that finished it (with the same ``key``)."""
+        for call in reversed(self.record["calls"][:-1]):
+            for s in call["stages"]:
+                if s["stage"] == name and s["status"] == "done" and s["result"].get("key") == key:
+                    return {**s["result"], "reused_from_call": call["call"]}
+        return None
+
+    def log(self, name) -> Path:
+        return self.out / "logs" / f"{name}.log"
+
+    def save(self):
+        self.call["seconds"] = round(time.monotonic() - self.started, 1)
+        write_json(self.out / "session.json", self.record)

@@ -78,3 +78,15 @@ def test_channels_last_auto_is_chosen_once_by_a_probe_that_leaves_the_random_str
     for key, value in t.model.state_dict().items():  # the probe drew nothing from the run's random streams
         assert torch.equal(value, pinned.model.state_dict()[key]), key
     assert resolve_channels_last({**t.cfg, "channels_last": "off"}, t.device) == "off"
+
+
+def test_below_width_8_the_cpu_trains_contiguous_without_a_probe(monkeypatch):
+    import utils.train
+    from utils.errors import UsageError
+
+    monkeypatch.setattr(utils.train, "layout_seconds", lambda *a: pytest.fail("probed a layout it must not use"))
+    cpu = torch.device("cpu")
+    assert utils.train.resolve_channels_last({"width": 4, "channels_last": "auto"}, cpu) == "off"
+    with pytest.raises(UsageError, match="--width 8"):
+        utils.train.resolve_channels_last({"width": 4, "channels_last": "on"}, cpu)
+    assert utils.train.resolve_channels_last({"width": 8, "channels_last": "on"}, cpu) == "on"

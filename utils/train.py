@@ -19,6 +19,7 @@ from .checkpoint import clean_state_dict
 from .cli import run_main
 from .config import parse_config
 from .data import training_images
+from .errors import UsageError
 from .guard import RunGuard
 from .knn import monitor_for
 from .optim import LARS, cosine_lr
@@ -177,10 +178,21 @@ class Trainer:
         self.run_dir.stop(reason, self.epoch, self.batch_in_epoch, self.steps_per_epoch)
 
 
+# PyTorch's CPU backward of a 1x1 stride-2 convolution in channels-last with fewer than 8 input channels (the
+# shortcut of ResNet's second stage at width < 8) corrupts the heap: measured with torch 2.14.1 on an AVX2 AMD EPYC,
+# an abort or a hang, with one thread or two.
+CPU_CHANNELS_LAST_MIN_WIDTH = 8
+
+
 def resolve_channels_last(cfg: dict, device) -> str:
     """--channels-last auto as 'on' or 'off', once, when a run starts (a resumed run keeps it): on CUDA on; on the
     CPU the layout a probe of this run's encoder measures faster (machines differ: AMX makes channels-last faster
     on recent Intel Xeons). The probe leaves every random stream as it was; rank 0's choice holds for every rank."""
+    if device.type == "cpu" and cfg["width"] < CPU_CHANNELS_LAST_MIN_WIDTH:
+        if cfg["channels_last"] == "on":
+            raise UsageError(f"--channels-last on needs --width {CPU_CHANNELS_LAST_MIN_WIDTH} or more on the CPU: "
+                             f"PyTorch's CPU kernel corrupts memory there; use --channels-last off")
+        return "off"
     if cfg["channels_last"] != "auto":
         return cfg["channels_last"]
     if device.type == "cuda":
