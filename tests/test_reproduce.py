@@ -37,6 +37,9 @@ def test_smoke_table_trains_evaluates_and_reports_every_row_once(tmp_path, tiny_
         assert cells[1:4] == [f"{r['clean']:.1f}", f"{r['pgd']['4/255']:.1f}", f"{r['pgd']['8/255']:.1f}"], line
     # the toy's replays, views and batch are not the paper's settings: no row takes the paper's or the project's name
     assert "CF-AMC-SSL" not in (tmp_path / "results.md").read_text() and (tmp_path / "results.png").stat().st_size > 0
+    # the data named by what it holds, as the evaluations recorded it, not by its folder's name alone
+    named = "cifar10 `cifar0` (64 training and 40 test images, 10 classes; test images sha1 "
+    assert named in (tmp_path / "results.md").read_text()
     stamps = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*.pt")}
     again = run_script(*args, timeout=300)
     assert "estimated remaining" in again.stdout

@@ -204,6 +204,15 @@ class Data(NamedTuple):
     test_y: torch.Tensor
     autoattack_index: Optional[torch.Tensor]  # into test_x; None: all of it
     subsets: dict  # the record of each sample taken
+    source: dict  # what the data set is: its name, folder, sizes, classes and a fingerprint of its test images
+
+
+def describe_data(name, root, train_y, test_x, test_y) -> dict:
+    """The record that names a result's data set: two folders of the same name with other images differ in it."""
+    digest = hashlib.sha1(test_x.numpy().tobytes())
+    digest.update(test_y.to(torch.int64).numpy().tobytes())
+    return {"name": name, "folder": Path(root).name, "train_images": len(train_y), "test_images": len(test_y),
+            "classes": int(torch.unique(test_y).numel()), "test_sha1": digest.hexdigest()[:12]}
 
 
 def load_data(args, cfg) -> Data:
@@ -211,6 +220,7 @@ def load_data(args, cfg) -> Data:
     name, root = dataset_of(args, cfg), args.data_dir or cfg.get("data_dir") or default_data_dir() or "data"
     train_x, train_y = load_dataset(name, root, train=True, download=args.download)
     test_x, test_y = load_dataset(name, root, train=False, download=args.download)
+    source = describe_data(name, root, train_y, test_x, test_y)
     train_idx, train_rec = _sample(train_y, args.subset_train, args.subset_seed, "--subset-train")
     test_idx, test_rec = _sample(test_y, args.subset_test, args.subset_seed, "--subset-test")
     if train_idx is not None:
@@ -220,7 +230,8 @@ def load_data(args, cfg) -> Data:
     aa_idx, aa_rec = _sample(test_y, args.autoattack_samples, args.subset_seed, "--autoattack-samples")
     if aa_rec is not None:  # fingerprinted as indices into the full test set, like --subset-test's
         aa_rec["sha1"] = index_digest(aa_idx if test_idx is None else test_idx[aa_idx])
-    return Data(train_x, train_y, test_x, test_y, aa_idx, {"train": train_rec, "test": test_rec, "autoattack": aa_rec})
+    return Data(train_x, train_y, test_x, test_y, aa_idx, {"train": train_rec, "test": test_rec, "autoattack": aa_rec},
+                source)
 
 
 def build_classifier(encoder, args, cfg, num_classes, device) -> Classifier:
@@ -438,9 +449,9 @@ def evaluate(method: str, argv=None):
         sys.exit(130)
     result = {"method": method, "regime": meta["regime"], "checkpoint": str(ckpt_path), "checkpoint_identity": identity,
               "finished": finished(meta),
-              "protocol": args.protocol,
-              "features": args.features, "test_views": args.test_views, **measured,
-              "subsets": data.subsets, "train_seconds": meta["train_seconds"], "train_config": meta["config"],
+              "protocol": args.protocol, "features": args.features, "test_views": args.test_views, **measured,
+              "data": data.source, "subsets": data.subsets, "train_seconds": meta["train_seconds"],
+              "train_config": meta["config"],
               "seconds": round(time.monotonic() - started, 1), "settings": dict(vars(args))}
     json_path, fitted_path = save_result(result, model, args, num_classes, json_path, identity)
     progress.clear()

@@ -11,6 +11,7 @@ the small and larger scales), and the command ends by writing ``OUT/results.md``
 and ``OUT/results.png`` with every row of the folder that has a result. ``OUT/reproduce.json`` keeps the plan and
 each row's arguments; a later invocation with other arguments for a row is refused.
 """
+import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -160,12 +161,21 @@ def results_header(scale, args, done) -> list:
     n_aa = sorted({r.get("autoattack_samples") or r["n_test"] for r in done if r.get("autoattack")}) or ["-"]
     steps = sorted({str((r.get("settings") or {}).get("pgd_steps", "?")) for r in done}) or ["?"]
     return [f"# The paper's table, measured at scale `{args.scale}`", "",
-            f"Scale: {scale.note}. Data: {args.data} at `{Path(args.data_dir).name}`, seed {args.seed}. "
+            f"Scale: {scale.note}. Data: {data_words(args, done)}; seed {args.seed}. "
             f"Machine: {machine(resolve_device(args.device))}.", "",
             f"Protocol: SLF on the `pre` features, then on {'/'.join(map(str, n_test))} class-stratified test "
             f"images: clean accuracy; PGD-{'/'.join(steps)} (step eps/4, random start); AutoAttack (standard) on a "
             f"stratified sample of {'/'.join(map(str, n_aa))} of them. kNN: the training monitor's last value. "
             f"Time: training only.", ""]
+
+
+def data_words(args, done) -> str:
+    """The data set the rows were evaluated on, as their results record it: its sizes, classes and fingerprint."""
+    sources = {json.dumps(r["data"], sort_keys=True): r["data"] for r in done if r.get("data")}
+    if not sources:
+        return f"{args.data} in a folder named `{Path(args.data_dir).name}`"
+    return "; ".join(f"{d['name']} `{d['folder']}` ({d['train_images']:,} training and {d['test_images']:,} test "
+                     f"images, {d['classes']} classes; test images sha1 {d['test_sha1']})" for d in sources.values())
 
 
 def table_cells(row, r, args, failures) -> list:
