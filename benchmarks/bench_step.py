@@ -52,7 +52,7 @@ def main(argv=None):
             views = t.augment(t.images[batch_index])
 
             def model_alone():
-                with t._autocast():
+                with t.autocast():
                     out = t.net(views)
                 out.float().sum().backward()
 

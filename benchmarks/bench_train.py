@@ -50,7 +50,7 @@ def script_rows() -> dict:
 def model_flops(trainer, views):
     """Forward + backward FLOPs of the encoder on one step's views."""
     with FlopCounterMode(display=False) as counter:
-        with trainer._autocast():
+        with trainer.autocast():
             out = trainer.model(views)
         out.float().sum().backward()
     trainer.model.zero_grad(set_to_none=True)

@@ -27,11 +27,15 @@ SCRIPTS = {
                                             "attack_style": "original"}),
     ("empssl", "free"): ("main_empssl_free_adv", {"epochs": 10, "batch_size": 100, "num_views": 16}),
 }
+# The project's own scripts beside the paper's: the distilled multi-crop student, at CF-AMC-SSL's settings.
+OWN_SCRIPTS = {
+    ("empssl", "distill"): ("main_empssl_distill", {"epochs": 10, "batch_size": 100, "num_views": 16}),
+}
 # Settings added after runs were saved without them -> the value those runs trained with.
 LEGACY = {"pgd": {"attack_style": "isolated"}}
 # Settings a resumed run may change: where and how it runs, not what it computes.
 RUN_LEVEL = ("device", "log_every", "out_dir", "checkpoint_minutes", "compile", "resume", "data_dir", "download",
-             "save_every", "knn_every", "knn_train", "knn_test", "time_limit", "progress_seconds")
+             "save_every", "knn_every", "knn_train", "knn_test", "time_limit", "progress_seconds", "teacher")
 # Settings of this invocation alone: a resumed run never inherits them from its checkpoint.
 THIS_CALL = ("out_dir", "resume", "time_limit")
 # Settings in pixel units of [0, 1], written as 8/255.
@@ -47,7 +51,7 @@ def entry_scripts() -> dict:
 
 def script_of(method: str, regime: str):
     """(entry script name, its defaults): the script's row, or a generic name and no defaults."""
-    return SCRIPTS.get((method, regime), (f"train_{method}_{regime}", {}))
+    return SCRIPTS.get((method, regime)) or OWN_SCRIPTS.get((method, regime), (f"train_{method}_{regime}", {}))
 
 
 def build_parser(method: str, regime: str, defaults: dict) -> Parser:

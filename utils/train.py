@@ -75,12 +75,12 @@ class Trainer:
                  "train_seconds": self.train_seconds, "config": dict(self.cfg)}
         self.run_dir.save(state, self.regime.state_dict(), self.device, names)
 
-    def _autocast(self):
+    def autocast(self):
         return torch.autocast(self.device.type, dtype=torch.bfloat16) if self.amp else nullcontext()
 
     def embed(self, views, net=None):
         """(V*b, 3, H, W) view-major views -> (V, B, d) embeddings over the global batch."""
-        with self._autocast():
+        with self.autocast():
             z = self.method.embed(net or self.net, views, len(views) // self.cfg["num_views"])
         return dist.gather_views(z.view(self.cfg["num_views"], -1, z.shape[-1]))
 
@@ -105,8 +105,8 @@ class Trainer:
         self.step += 1
 
     def term_names(self) -> tuple:
-        """What a step's (loss, terms) hold: the loss, the method's terms, then the regime's."""
-        return ("loss", *self.method.term_names, *type(self.regime).terms(self.cfg))
+        """What a step's (loss, terms) hold: the loss, then the terms the regime names."""
+        return ("loss", *type(self.regime).logged_terms(self.cfg, self.method))
 
     def train_step(self, batch):
         """(b, 3, H, W) uint8 images -> (loss, terms) after the regime's optimizer step(s)."""
@@ -116,7 +116,7 @@ class Trainer:
         return self.regime.step(views)
 
     def knn_accuracy(self):
-        with self._autocast():
+        with self.autocast():
             return self.knn.monitor(lambda x: self.model.features(x, "pre"), self.device, model=self.model)
 
     def run(self):

@@ -39,6 +39,11 @@ class Regime:
         return ()
 
     @classmethod
+    def logged_terms(cls, cfg: dict, method) -> tuple:
+        """Names of the terms ``step`` returns: the method's, then the regime's own."""
+        return (*method.term_names, *cls.terms(cfg))
+
+    @classmethod
     def steps_per_batch(cls, cfg: dict) -> int:
         """Optimizer steps per minibatch: the cosine schedule counts them all."""
         return 1

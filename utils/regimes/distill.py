@@ -1,0 +1,99 @@
+"""Adversarial distillation from a clean teacher (DeACL, Zhang et al., ECCV 2022), trained free (Shafahi et al.,
+2019). A standard run of the same method is the teacher; the student, started from the teacher's weights (or from
+scratch), matches the teacher's features on the method's clean views and keeps its features on their perturbed
+copies close to its own on the clean ones: loss = -cos(s(x), t(x)) - k cos(s(x + delta), s(x)). The persistent
+perturbation delta ascends that loss at every replay, as in free training, so the attack costs no extra pass; the
+student's clean and perturbed views are two forwards (BatchNorm statistics per group).
+
+The teacher's minutes count in the run's cost: the run records the teacher's identity and training time
+(``teacher_identity``), and a resumed run checks that ``--teacher`` still holds the same bytes."""
+import torch
+
+from losses import distill_loss
+
+from .. import distributed as dist
+from ..cli import nonneg_float
+from ..errors import UsageError
+from .free import Free
+
+
+class Distill(Free):
+    name, display = "distill", "adversarial distillation from a clean teacher, trained free"
+
+    def __init__(self, cfg, learner):
+        super().__init__(cfg, learner)
+        self.teacher = load_teacher(cfg, learner)
+
+    @classmethod
+    def add_flags(cls, group):
+        super().add_flags(group)
+        group.add_argument("--teacher", default=None,
+                           help="the clean teacher: a standard run's checkpoint of the same method (main_empssl.py)")
+        group.add_argument("--distill-coef", type=nonneg_float, default=2.0,
+                           help="k, the weight of cos(s(x_adv), s(x)) (DeACL: 2)")
+        group.add_argument("--distill-features", choices=("pre", "backbone"), default="pre",
+                           help="the features distilled: pre (what the SLF probe reads) or backbone (DeACL's)")
+        group.add_argument("--student-init", choices=("teacher", "random"), default="teacher",
+                           help="the student's first weights: the teacher's, or a fresh encoder")
+
+    @classmethod
+    def terms(cls, cfg):
+        return ("cos_teacher", "cos_adv")
+
+    @classmethod
+    def logged_terms(cls, cfg, method):
+        return cls.terms(cfg)  # the method's loss is not the one minimised
+
+    @classmethod
+    def passes_per_batch(cls, cfg):
+        """Per replay the clean and the perturbed views forward and backward; the teacher forwards once."""
+        return 2 * cfg["replays"] + 1 / 3
+
+    def features(self, encoder, views):
+        with self.learner.autocast():
+            return encoder.features(views, self.cfg["distill_features"]).float()
+
+    def step(self, views):
+        clean, target = self.split(views)
+        with torch.no_grad():
+            teacher = self.features(self.teacher, views)
+        for _ in range(self.cfg["replays"]):
+            perturbed = torch.cat([clean, self.adversary.perturb(target)])
+            student = self.features(self.learner.model, views)
+            loss, cos_teacher, cos_adv = distill_loss(student, self.features(self.learner.model, perturbed), teacher,
+                                                      self.cfg["distill_coef"])
+            self.learner.update(loss)
+            self.adversary.step(target)
+        return loss, [cos_teacher, cos_adv]
+
+
+def teacher_identity(meta) -> dict:
+    return {"sha1": meta["sha1"], "regime": meta["regime"], "epoch": meta["epoch"],
+            "train_seconds": meta["train_seconds"] or 0.0}
+
+
+def load_teacher(cfg, learner):
+    """The teacher encoder on the learner's device (eval mode, frozen), checked against the run's record of it;
+    with ``--student-init teacher`` its weights copied into the student."""
+    from ..evaluate import load_encoder
+
+    if not cfg["teacher"]:
+        raise UsageError("--teacher PATH is required: the last.pt of a standard run of the same method "
+                         f"(e.g. main_{cfg['method']}.py --epochs 3 --out-dir teacher)")
+    if dist.world_size() > 1:
+        raise UsageError("the distill regime trains on one process: run it without torchrun")
+    teacher, meta = load_encoder(cfg["teacher"], cfg["method"])
+    identity = teacher_identity(meta)
+    recorded = cfg.setdefault("teacher_identity", identity)
+    if recorded["sha1"] != identity["sha1"]:
+        raise UsageError(f"{cfg['teacher']} is not the teacher this run started from (sha1 {recorded['sha1'][:12]}, "
+                         f"it holds {identity['sha1'][:12]}): pass that checkpoint as --teacher")
+    sizes = {key: meta["config"][key] for key in ("arch", "width", "hidden_dim")}
+    if cfg["student_init"] == "teacher":
+        if any(cfg[key] != value for key, value in sizes.items()):
+            flags = " ".join(f"--{key.replace('_', '-')} {value}" for key, value in sizes.items())
+            raise UsageError(f"--student-init teacher needs the teacher's sizes: pass {flags} (or --student-init "
+                             f"random)")
+        learner.model.load_state_dict(teacher.state_dict())
+    teacher = teacher.to(learner.device)
+    return teacher.to(memory_format=torch.channels_last) if learner.channels_last else teacher
