@@ -2,6 +2,8 @@
 import math
 from fractions import Fraction
 
+from utils.results import training_seconds
+
 
 def markdown_table(header, rows) -> list:
     """Lines of a markdown table: ``header`` (cells) and ``rows`` (lists of cells, any shorter row padded)."""
@@ -45,7 +47,7 @@ def plot_results(results, path) -> None:
 
 
 def draw_cost(ax, results, styles, steps) -> None:
-    points = {key: ((r.get("train_seconds") or 0) / 60, r["pgd"].get("4/255", math.nan)) for key, r in results.items()}
+    points = {key: ((training_seconds(r) or 0) / 60, r["pgd"].get("4/255", math.nan)) for key, r in results.items()}
     for key, (x, y) in points.items():
         colour, marker = styles[key]
         ax.scatter(x, y, color=colour, marker=marker, label=key)

@@ -101,3 +101,12 @@ def test_a_student_needs_a_teacher_of_its_sizes(tmp_path, tiny_data, teacher):
     with pytest.raises(UsageError, match="--width 8"):
         student(tmp_path / "b", tiny_data, teacher, "--width", "4")
     assert student(tmp_path / "c", tiny_data, teacher, "--width", "4", "--student-init", "random").cfg["width"] == 4
+
+
+def test_a_distilled_rows_cost_counts_its_teachers_minutes():
+    from utils.results import training_seconds
+
+    student_only = {"train_seconds": 120.0, "train_config": {}}
+    distilled = {"train_seconds": 120.0, "train_config": {"teacher_identity": {"train_seconds": 60.0}}}
+    assert training_seconds(student_only) == 120.0 and training_seconds(distilled) == 180.0
+    assert training_seconds({"train_seconds": None}) is None

@@ -26,6 +26,7 @@ from .config import script_of
 from .data import DATASETS
 from .errors import UsageError
 from .regimes import REGIMES, Adversarial
+from .results import training_seconds
 from .run import read_jsonl
 
 
@@ -75,7 +76,7 @@ def row_values(folder) -> list:
     gains = [m["attack_gain"] for m in metrics if "attack_gain" in m]
     knn = [m["knn"] for m in metrics if "knn" in m]
     pgd, noise, aa = (read_result(folder / name) or {} for name in ("pgd", "noise", "aa"))
-    minutes = pgd.get("train_seconds") or (metrics[-1]["train_seconds"] if metrics else None)
+    minutes = training_seconds(pgd) or (metrics[-1]["train_seconds"] if metrics else None)
     return [gains[0] if gains else None, gains[-1] if len(gains) > 1 else None, knn[-1] if knn else None,
             pgd.get("clean"), noise.get("pgd", {}).get("8/255"), pgd.get("pgd", {}).get("1/255"),
             pgd.get("pgd", {}).get("4/255"), aa.get("autoattack", {}).get("4/255"),

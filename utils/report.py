@@ -17,6 +17,7 @@ from .errors import UsageError
 from .evaluate import build_parser, fill_protocol_defaults
 from .finetune import PROTOCOLS
 from .methods import METHODS
+from .results import training_seconds
 from .run import plain
 
 PATTERNS = ("eval-*.json", "eval.json")
@@ -100,7 +101,8 @@ def table(results) -> str:
     header += ["Time (min)", "Trained", "Evaluation", "Settings", "n_test", "Run"]
     body = []
     for r in sorted(results, key=_order):
-        minutes = f"{r['train_seconds'] / 60:.1f}" if r.get("train_seconds") is not None else "-"
+        seconds = training_seconds(r)
+        minutes = f"{seconds / 60:.1f}" if seconds is not None else "-"
         cells = [model_name(r), *map(str, protocol_of(r)), f"{r['clean']:.2f}", _get(r["pgd"], "4/255"),
                  _get(r["pgd"], "8/255")]
         cells += [_get(r.get("autoattack", {}), k) for k in aa_keys]

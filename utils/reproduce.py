@@ -28,6 +28,7 @@ from .config import parse_config, script_of
 from .data import DATASETS, check_dataset
 from .errors import UsageError
 from .methods import METHODS
+from .results import training_seconds
 from .run import machine, read_jsonl, resolve_device
 
 
@@ -182,7 +183,7 @@ def table_cells(row, r, args, failures) -> list:
     if r is None:
         return [f"{row.key}: {failures.get(row.key, 'not run')}"]
     aa = r.get("autoattack", {})
-    minutes = r["train_seconds"] / 60 if r.get("train_seconds") else None
+    minutes = training_seconds(r) / 60 if training_seconds(r) else None
     ours = [r["clean"], r["pgd"].get("4/255"), r["pgd"].get("8/255"), aa.get("4/255"), aa.get("8/255"),
             last_knn(row_dir(args, row) / "train" / "metrics.jsonl"), minutes]
     paper = row.paper or (None,) * len(PAPER_COLUMNS)
