@@ -8,6 +8,7 @@ step replays the minibatch --replays times (reported per replay). "Model alone" 
 encoder on the same (already cut) views, with a plain sum as the loss.
 """
 import argparse
+from pathlib import Path
 
 import torch
 
@@ -22,9 +23,10 @@ from .common import print_table, timeit
 MULTI_VIEW = next(name for name, method in METHODS.items() if method.views is None)
 
 
-def make_trainer(regime, args, images):
+def make_trainer(regime, args, images, teacher=None):
     argv = ["--device", args.device, "--width", str(args.width), "--hidden-dim", str(args.hidden_dim),
             "--batch-size", str(args.batch_size), "--out-dir", args.out_dir, "--checkpoint-minutes", "0"]
+    argv += ["--teacher", str(teacher)] if REGIMES[regime].needs_teacher else []
     if METHODS[args.method].views is None:
         argv += ["--num-views", str(args.num_views)]
     cfg, given, _ = parse_config(args.method, regime, {"epochs": 1, "batch_size": args.batch_size}, argv)
@@ -45,8 +47,11 @@ def main(argv=None):
     args = p.parse_args(argv)
     images = torch.randint(0, 256, (max(1024, args.batch_size), 3, 32, 32), dtype=torch.uint8)
     rows, base = [], None
+    teacher = Path(args.out_dir) / "teacher.pt"  # the standard regime's fresh encoder, for the regimes that need one
     for regime, regime_cls in REGIMES.items():
-        t = make_trainer(regime, args, images)
+        t = make_trainer(regime, args, images, teacher)
+        if regime == "standard":
+            t.checkpoint((teacher.name,))
         batch_index = torch.arange(args.batch_size, device=t.device)
         if base is None:
             views = t.augment(t.images[batch_index])

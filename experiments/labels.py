@@ -32,6 +32,10 @@ def regime_words(cfg: dict) -> list:
         words = [f"m={cfg['replays']} free"]
     elif regime == "pgd":
         words = [f"{cfg['pgd_steps']}-step PGD", cfg["attack_style"]]
+    elif regime == "distill":
+        teacher = cfg.get("teacher_identity") or {}
+        words = [f"distilled from a {teacher.get('regime', '?')} teacher of {teacher.get('epoch', '?')} epochs",
+                 f"m={cfg['replays']} free"]
     else:
         words = [regime]
     method = METHODS.get(cfg["method"])
@@ -52,6 +56,7 @@ def regime_words(cfg: dict) -> list:
 # Settings the words above (and the name's other parts) already show.
 SHOWN = ("num_views", "preset", "replays", "pgd_steps", "attack_style", "clean_views", "clean_weight", "clean_apart",
          "anchor", "attack_tcr_coef", "eps", "alpha", *STYLE_PARTS, "attack_bn", "per_view_forward", "batch_size",
+         "teacher", "teacher_identity",
          *SCALE_KEYS)
 
 

@@ -36,6 +36,7 @@ class OwnRow:
     variant: str
     flags: tuple
     name: str
+    teacher: tuple = ()  # flags of a standard run of the method trained first (at the row's epochs), its --teacher
 
 
 # The project's own method: CF-AMC-SSL with 4 of the 16 views left clean as anchors and every view forwarded on
@@ -47,6 +48,12 @@ OWN_ROWS = (
     OwnRow("empssl", "crop", "free", "anchored-b50-m4",
            ("--clean-views", "4", "--per-view-forward", "--batch-size", "50", "--replays", "4"),
            "Anchored CF-AMC-SSL, batch 50, m=4 (ours)"),
+)
+# The candidate distilled from a clean teacher: a standard EMP-SSL run at batch 50 (the step count that measured best
+# at the small scale) for the row's epochs, then the student under free perturbations at batch 50, one replay.
+OWN_ROWS += (
+    OwnRow("empssl", "crop", "distill", "b50-m1", ("--batch-size", "50", "--replays", "1"),
+           "CF-AMC-SSL distilled from a clean teacher, batch 50, m=1 (ours)", ("--batch-size", "50")),
 )
 # regime -> {variant: training flags}: optional rows beside each of the paper's rows of that regime
 VARIANTS = {"pgd": {"isolated": ("--attack-style", "isolated")}}

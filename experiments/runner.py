@@ -40,6 +40,7 @@ class Job:
     regime: str
     train: list
     evaluations: dict = field(default_factory=dict)
+    before: list = field(default_factory=list)  # (method, regime, flags) of runs trained first (a teacher), in order
 
     @property
     def script(self) -> str:
@@ -128,9 +129,10 @@ def run_job(job) -> str:
         return "done"
     job.folder.mkdir(parents=True, exist_ok=True)
     log = job.folder / "log.txt"
-    trainer = entry(job.script, f"from utils.train import main; main({job.method!r}, {job.regime!r})")
-    if run_command([*trainer, *job.train], log) != 0:
-        return f"training failed (see {log})"
+    for method, regime, flags in [*job.before, (job.method, job.regime, job.train)]:
+        trainer = entry(script_of(method, regime)[0], f"from utils.train import main; main({method!r}, {regime!r})")
+        if run_command([*trainer, *flags], log) != 0:
+            return f"training ({method}, {regime}) failed (see {log})"
     evaluator = entry(f"evaluate_{job.method}", f"from utils.evaluate import main; main({job.method!r})")
     for name, state in states.items():
         if state == "todo" and run_command([*evaluator, *job.eval_argv(name)], log) != 0:
@@ -150,6 +152,8 @@ def check_plan(path, plan: dict, jobs: dict) -> None:
                          f"plan: rerun with those settings, or choose another --out")
     for key, job in jobs.items():
         now = {"train": job.train, "evaluate": [arg for name in job.evaluations for arg in job.eval_argv(name)]}
+        if job.before:
+            now["before"] = [list(stage) for stage in job.before]
         before = recorded.setdefault(key, now)
         parts = [part for part in now if before.get(part) != now[part]]
         if parts:

@@ -41,6 +41,7 @@ class Row:
     variant: str = ""  # a regime's variant (``paper.VARIANTS``) or the project's own row (``paper.OWN_ROWS``)
     flags: tuple = ()  # training flags of the variant
     optional: bool = False  # run only when --rows names it
+    teacher: tuple = ()  # flags of the standard run trained first as the row's teacher (``paper.OwnRow.teacher``)
 
     @property
     def key(self) -> str:
@@ -56,7 +57,7 @@ def all_rows() -> list:
     rows = [Row(p.method, p.regime, p.preset, (p.clean, p.pgd4, p.pgd8, p.minutes)) for p in PAPER
             if p.method in METHODS]
     rows += [Row(name, regime, "crop") for name in METHODS for regime in BASELINES]
-    rows += [Row(o.method, o.regime, o.preset, (), o.variant, o.flags) for o in OWN_ROWS]
+    rows += [Row(o.method, o.regime, o.preset, (), o.variant, o.flags, teacher=o.teacher) for o in OWN_ROWS]
     rows += [Row(row.method, row.regime, row.preset, (), variant, tuple(flags), optional=True)
              for row in rows[:] if not row.variant for variant, flags in VARIANTS.get(row.regime, {}).items()]
     return rows
@@ -65,7 +66,19 @@ def all_rows() -> list:
 def train_argv(row, scale, args) -> list:
     argv = ["--data", args.data, "--data-dir", args.data_dir, "--preset", row.preset, "--seed", str(args.seed),
             "--device", args.device, "--out-dir", str(row_dir(args, row) / "train"), "--resume", "auto"]
-    return argv + scaled_train_flags(row.method, row.regime, scale) + list(row.flags)
+    teacher = ["--teacher", str(row_dir(args, row) / "teacher" / "last.pt")] if row.teacher else []
+    return argv + scaled_train_flags(row.method, row.regime, scale) + list(row.flags) + teacher
+
+
+def teacher_stages(row, scale, args) -> list:
+    """[(method, "standard", flags)]: the row's teacher, trained at the row's epochs into its folder's teacher/."""
+    if not row.teacher:
+        return []
+    epochs = parse_config(row.method, row.regime, None, scaled_train_flags(row.method, row.regime, scale))[0]["epochs"]
+    argv = ["--data", args.data, "--data-dir", args.data_dir, "--preset", row.preset, "--seed", str(args.seed),
+            "--device", args.device, "--out-dir", str(row_dir(args, row) / "teacher"), "--resume", "auto"]
+    flags = argv + scaled_train_flags(row.method, "standard", scale, epochs) + list(row.teacher)
+    return [(row.method, "standard", flags)]
 
 
 def eval_flags(scale, args) -> list:
@@ -78,7 +91,8 @@ def row_dir(args, row) -> Path:
 
 
 def job_of(row, scale, args) -> Job:
-    return Job(row_dir(args, row), row.method, row.regime, train_argv(row, scale, args), {"": eval_flags(scale, args)})
+    return Job(row_dir(args, row), row.method, row.regime, train_argv(row, scale, args), {"": eval_flags(scale, args)},
+               teacher_stages(row, scale, args))
 
 
 def run_row(row, scale, args) -> str:
@@ -90,8 +104,12 @@ def run_row(row, scale, args) -> str:
 
 def cost(row, scale, args) -> float:
     """Forward+backward passes of one view that the row's training takes, a unit for estimates."""
-    cfg = parse_config(row.method, row.regime, None, train_argv(row, scale, args))[0]
-    return cfg["epochs"] * (cfg["subset"] or 50_000) * cfg["num_views"] * regime_class(cfg).passes_per_batch(cfg)
+    passes = 0.0
+    stages = [*teacher_stages(row, scale, args), (row.method, row.regime, train_argv(row, scale, args))]
+    for method, regime, argv in stages:
+        cfg = parse_config(method, regime, None, argv)[0]
+        passes += cfg["epochs"] * (cfg["subset"] or 50_000) * cfg["num_views"] * regime_class(cfg).passes_per_batch(cfg)
+    return passes
 
 
 def reproduce(argv=None):
@@ -127,6 +145,8 @@ def print_plan(rows, costs, scale, args):
     print(f"scale {args.scale}: {scale.note}")
     for row in rows:
         print(f"# {row.key}: {costs[row.key] / 1e6:.2f} M view passes")
+        for method, regime, flags in teacher_stages(row, scale, args):
+            print(f"python {script_of(method, regime)[0]}.py {' '.join(flags)}")
         print(f"python {row.script}.py {' '.join(train_argv(row, scale, args))}")
         print(f"python evaluate_{row.method}.py {' '.join(job_of(row, scale, args).eval_argv(''))}")
     total = sum(costs.values())

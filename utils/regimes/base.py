@@ -20,6 +20,7 @@ from ..cli import nonneg_int, radius
 class Regime:
     name = ""
     display = ""  # "PGD adversarial training": the scripts' --help
+    needs_teacher = False  # True: --teacher names a standard run's checkpoint that the regime learns from
 
     def __init__(self, cfg: dict, learner):
         self.cfg, self.learner = cfg, learner
