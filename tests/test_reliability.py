@@ -260,3 +260,26 @@ def test_carry_metrics_interrupted_keeps_the_runs_rows(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         rundir_module.carry_metrics(tmp_path, tmp_path, 2)
     assert read_jsonl(tmp_path / "metrics.jsonl") == rows and [p.name for p in tmp_path.iterdir()] == ["metrics.jsonl"]
+
+
+def test_two_processes_never_train_into_one_folder(tmp_path, tiny_data):
+    import fcntl
+
+    from utils.train import Trainer, parse_config
+
+    out = tmp_path / "run"
+    out.mkdir()
+    argv = ["--data-dir", str(tiny_data), "--subset", "32", "--out-dir", str(out), *TINY, "--epochs", "1",
+            "--knn-every", "0"]
+    fd = os.open(out, os.O_RDONLY)  # another process's lock: a descriptor of its own
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        with pytest.raises(UsageError, match="another process is training in"):
+            Trainer(*parse_config("simclr", "free", None, argv)[:2])
+    finally:
+        os.close(fd)
+    Trainer(*parse_config("simclr", "free", None, argv)[:2]).run()
+    assert (out / "last.pt").is_file()
+    fd = os.open(out, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released when the run is done
+    os.close(fd)

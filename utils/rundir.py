@@ -1,5 +1,7 @@
 """A training run's folder: what it resumes from, the configuration it adopts, where it writes, the metrics it
 carries over, and its checkpoints (saved by every rank together, written by rank 0, restored per rank)."""
+import fcntl
+import os
 import signal
 import sys
 from pathlib import Path
@@ -64,13 +66,15 @@ def _shown(key, value) -> str:
 
 
 def output_dir(cfg, source):
-    """(The run folder, whether it continues the source's run): never one that holds another run, never the
-    source's when branching."""
+    """(The run folder, whether it continues the source's run): never one that holds another run or that another
+    process trains in (rank 0 holds a lock on it for the run's life), never the source's when branching."""
     own = source is not None and source.name == "last.pt"
     if cfg["out_dir"]:
         out = Path(cfg["out_dir"])
     else:  # every rank must write to (and name in messages) rank 0's choice
         out = Path(dist.broadcast_object(str(source.parent if own else new_run_dir(cfg["script"]))))
+    if dist.rank() == 0:
+        lock_run_folder(make_dir(out))
     continuing = own and out.resolve() == source.parent.resolve()
     if source is not None and not continuing and out.resolve() == source.parent.resolve():
         raise UsageError(f"resuming from {source.name} inside its own run folder would overwrite that run's last.pt "
@@ -80,6 +84,31 @@ def output_dir(cfg, source):
         raise UsageError(f"{out} already holds a run ({held[0]}); continue it with --resume {out}, "
                          f"or choose another --out-dir")
     return out, continuing
+
+
+_LOCKS = {}  # folder -> the open descriptor whose lock this process holds until it exits
+
+
+def lock_run_folder(folder: Path) -> None:
+    """An exclusive lock on a run folder, held until the process exits (the system drops it then, so no stale lock
+    is left): two processes never train into one folder, whose checks they could otherwise both pass."""
+    key = str(folder.resolve())
+    if key in _LOCKS:
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise UsageError(f"another process is training in {folder}; wait for it to end, or choose another "
+                         f"--out-dir") from None
+    _LOCKS[key] = fd
+
+
+def unlock_run_folder(folder: Path) -> None:
+    fd = _LOCKS.pop(str(Path(folder).resolve()), None)
+    if fd is not None:
+        os.close(fd)
 
 
 def carry_metrics(source_dir, out_dir, epochs):
@@ -169,6 +198,7 @@ class RunDir:
     def done(self, train_seconds: float):
         if self.is_main:
             print(f"done in {train_seconds / 60:.1f} min; final model: {self.last}", flush=True)
+            unlock_run_folder(self.path)
 
     def where(self, epoch: int) -> str:
         kept = f"the last good checkpoint is {self.last}" if self.last.is_file() else "no checkpoint was written yet"
