@@ -23,9 +23,10 @@ SETTINGS = {"float32, contiguous": ("fp32", "off"), "float32, channels-last": ("
             "bf16 autocast, contiguous": ("bf16", "off"), "bf16 autocast, channels-last": ("bf16", "on")}
 
 
-def trainer_for(scale: str, precision: str, channels_last: str, out_dir: str, images) -> Trainer:
+def trainer_for(scale: str, precision: str, channels_last: str, out_dir: str, images, width=None) -> Trainer:
     flags = SCALES[scale].train
     sizes = {flag: value for flag, value in zip(flags[::2], flags[1::2]) if flag in ("--width", "--hidden-dim")}
+    sizes.update({"--width": str(width)} if width else {})
     argv = ["--device", "cpu", "--precision", precision, "--channels-last", channels_last, "--batch-size", "100",
             "--num-views", "16", "--replays", "1", "--knn-every", "0", "--out-dir", out_dir,
             *[arg for item in sizes.items() for arg in item]]
@@ -38,9 +39,9 @@ def seconds_per_step(trainer: Trainer, repeats: int) -> float:
     return timeit(lambda: trainer.train_step(trainer.images[:100]), "cpu", repeats)
 
 
-def measure(scale: str, repeats: int, out_dir: str) -> dict:
+def measure(scale: str, repeats: int, out_dir: str, width=None) -> dict:
     images = torch.randint(0, 256, (100, 3, 32, 32), dtype=torch.uint8)
-    return {name: seconds_per_step(trainer_for(scale, p, c, f"{out_dir}/{scale}-{p}-{c}", images), repeats)
+    return {name: seconds_per_step(trainer_for(scale, p, c, f"{out_dir}/{scale}-{p}-{c}", images, width), repeats)
             for name, (p, c) in SETTINGS.items()}
 
 
@@ -48,10 +49,12 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--scales", nargs="+", choices=list(SCALES), default=["small", "medium"])
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--width", type=int, default=None,
+                   help="the ResNet's width instead of the scale's (channels-last on the CPU needs 8 or more)")
     p.add_argument("--out-dir", default="/tmp/bench_cpu_path", help="scratch run folders (nothing is saved)")
     p.add_argument("--json", default=None, help="also write the measurements here")
     args = p.parse_args(argv)
-    results = {scale: measure(scale, args.repeats, args.out_dir) for scale in args.scales}
+    results = {scale: measure(scale, args.repeats, args.out_dir, args.width) for scale in args.scales}
     rows = []
     for scale, times in results.items():
         base = times["float32, contiguous"]
