@@ -33,7 +33,8 @@ OWN_SCRIPTS = {
 }
 # Settings added after runs were saved without them -> the value those runs trained with.
 LEGACY = {"pgd": {"attack_style": "isolated"}}
-# Settings a resumed run may change: where and how it runs, not what it computes.
+# Settings a resumed run may change: where and how it runs, not what it computes (--teacher is where the teacher
+# lies; its bytes are checked against the run's record of them).
 RUN_LEVEL = ("device", "log_every", "out_dir", "checkpoint_minutes", "compile", "resume", "data_dir", "download",
              "save_every", "knn_every", "knn_train", "knn_test", "time_limit", "progress_seconds", "teacher")
 # Settings of this invocation alone: a resumed run never inherits them from its checkpoint.
