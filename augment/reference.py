@@ -3,7 +3,6 @@ the speed baseline of ``benchmarks.bench_augment``. Not used in training."""
 import numpy as np
 import torch
 from PIL import Image
-from torchvision import transforms as T
 
 from .multiview import BLUR_KERNEL, augment_config
 
@@ -14,6 +13,10 @@ class ReferenceAugment:
     RandomApply(GaussianBlur), RandomSolarize(128) and ToTensor. Takes ``MultiViewAugment``'s arguments."""
 
     def __init__(self, num_views, preset, **kwargs):
+        # torchvision is imported here, not with the package: its import takes seconds (it loads torch._dynamo),
+        # and every training and evaluation process imports ``augment`` without needing the oracle.
+        from torchvision import transforms as T
+
         self.preset = preset
         self.config = cfg = augment_config(num_views, preset, **kwargs)
         self.num_views = cfg.num_views

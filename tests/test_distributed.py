@@ -118,8 +118,11 @@ def test_per_view_forwards_under_ddp_match_single_process(tmp_path):
                                        msg=lambda m: f"rank {rank}'s BatchNorm buffers: {m}")
 
 
-@pytest.mark.parametrize("method,regime", sorted(SCRIPTS))
-def test_every_script_trains_under_torchrun(tmp_path, tiny_data, method, regime):
+# Both methods' free regimes (each rank perturbs its share), a PGD and a standard script: the regimes' and methods'
+# paths under two ranks, each script's single-process run being test_train's.
+@pytest.mark.parametrize("method,regime", [("empssl", "free"), ("simclr", "free"), ("simclr", "pgd"),
+                                           ("empssl", "standard")])
+def test_each_method_and_regime_trains_under_torchrun(tmp_path, tiny_data, method, regime):
     views = ["--num-views", "2"] if method == "empssl" else []
     extra = {"pgd": ["--pgd-steps", "1"], "free": ["--replays", "2"], "standard": []}[regime]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}

@@ -23,12 +23,20 @@ def table_rows(path):
     return [line for line in path.read_text().splitlines() if line.startswith("| ") and not line.startswith("| Model")]
 
 
-def test_smoke_table_trains_evaluates_and_reports_every_row_once(tmp_path, tiny_data):
-    args = ["-m", "utils.reproduce", "--scale", "smoke", "--data-dir", tiny_data, "--out", tmp_path, "--device", "cpu"]
+# Both methods, every regime (distill with its teacher stage), both presets and one of the project's own rows; the
+# dry run's test checks every row's commands, test_train every script's run.
+SMOKE_ROWS = ["crop-simclr-pgd", "patch-empssl-free", "crop-empssl-standard", "crop-empssl-free-anchored",
+              "crop-empssl-distill-b50-m1"]
+
+
+def test_smoke_table_trains_evaluates_and_reports_each_row_once(tmp_path, tiny_data):
+    args = ["-m", "utils.reproduce", "--scale", "smoke", "--data-dir", tiny_data, "--out", tmp_path, "--device", "cpu",
+            "--rows", *SMOKE_ROWS]
     first = run_script(*args, timeout=900)
-    rows = select_rows(None)
+    rows = select_rows(SMOKE_ROWS)
     n = len(rows)
     assert not any(r.optional for r in rows) and f"row {n}/{n}" in first.stdout
+    assert {r.regime for r in rows} == {"standard", "pgd", "free", "distill"}
     lines = table_rows(tmp_path / "results.md")
     assert len(lines) == n
     for row, line in zip(rows, lines):  # each row shows what its own evaluation measured

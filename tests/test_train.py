@@ -92,12 +92,15 @@ def test_free_perturbation_persists_across_minibatches_in_ball_and_box(tmp_path,
     assert adversary.delta.abs().max() <= 8 / 255 + 1e-6
 
 
-def test_parser_refuses_bad_values_in_one_line(tiny_data):
-    for args in (["--num-views", "1"], ["--eps", "-1"], ["--eps", "abc"], ["--batch-size", "0"], ["--bogus"],
-                 ["--scale-min", "0.5", "--scale-max", "0.2"]):
-        proc = run_script("main_empssl_adv.py", *args, check=False)
-        assert proc.returncode == 2, args
-        assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+def test_parser_refuses_bad_values_in_one_line(tiny_data, capsys):
+    proc = run_script("main_empssl_adv.py", "--bogus", check=False)  # as a user meets it
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    for args in (["--num-views", "1"], ["--eps", "-1"], ["--eps", "abc"], ["--batch-size", "0"],
+                 ["--scale-min", "0.5", "--scale-max", "0.2"], ["--view-size", "0"], ["--stem", "vit"]):
+        with pytest.raises(SystemExit) as exit_:
+            parse_config("empssl", "pgd", None, args)
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and len(err.strip().splitlines()) == 1, (args, err)
 
 
 def test_batch_larger_than_dataset_is_refused(tmp_path, tiny_data):
@@ -121,9 +124,11 @@ def test_help_lists_shared_flags():
     assert re.search(r"--eps EPS\s+.*\(default: 8/255\)", out)  # eps as a fraction
 
 
-def test_compiled_pgd_run_trains_and_saves_plain_keys(tmp_path, tiny_data):
-    run_script("main_empssl_adv.py", "--data-dir", tiny_data, "--subset", 32, *TINY, "--epochs", 1, "--num-views", 2,
-               "--pgd-steps", 1, "--compile", "--out-dir", tmp_path, timeout=600)
+def test_compiled_free_run_trains_and_saves_plain_keys(tmp_path, tiny_data):
+    # CF-AMC-SSL's regime, as the GPU session compiles it; without the kNN monitor, whose eval-mode forward would
+    # be a second graph to compile on a machine with an empty compile cache.
+    run_script("main_empssl_free_adv.py", "--data-dir", tiny_data, "--subset", 32, *TINY, "--epochs", 1,
+               "--num-views", 2, "--replays", 2, "--knn-every", 0, "--compile", "--out-dir", tmp_path, timeout=600)
     ckpt = load_checkpoint(tmp_path / "last.pt")
     assert ckpt["config"]["compile"] and not any(k.startswith(("_orig_mod", "module")) for k in ckpt["model"])
 

@@ -51,8 +51,10 @@ class Distill(Free):
         return 2 * cfg["replays"] + 1 / 3
 
     def features(self, encoder, views):
+        """Features in float32 at least: the cosines of bf16 features under autocast would round away the signal."""
         with self.learner.autocast():
-            return encoder.features(views, self.cfg["distill_features"]).float()
+            out = encoder.features(views, self.cfg["distill_features"])
+        return out.to(torch.promote_types(out.dtype, torch.float32))
 
     def step(self, views):
         clean, target = self.split(views)
