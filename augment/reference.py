@@ -5,7 +5,7 @@ import torch
 from PIL import Image
 from torchvision import transforms as T
 
-from .multiview import BLUR_KERNEL, augment_config
+from .multiview import augment_config, blur_kernel
 
 
 class ReferenceAugment:
@@ -24,7 +24,7 @@ class ReferenceAugment:
         if cfg.grayscale_p > 0:
             steps.append(T.RandomGrayscale(cfg.grayscale_p))
         if cfg.blur_p > 0:
-            steps.append(T.RandomApply([T.GaussianBlur(BLUR_KERNEL, cfg.blur_sigma)], p=cfg.blur_p))
+            steps.append(T.RandomApply([T.GaussianBlur(blur_kernel(cfg.size), cfg.blur_sigma)], p=cfg.blur_p))
         if cfg.solarize_p > 0:
             steps.append(T.RandomSolarize(128, p=cfg.solarize_p))
         steps.append(T.ToTensor())
