@@ -4,8 +4,9 @@ Every view of every image gets its own random crop, flip, colour jitter, graysca
 on the input's device without host synchronisation, and applied to the whole batch with fixed-size tensor
 ops so the result is differentiable w.r.t. a float input. ``apply`` reproduces torchvision's functional ops
 on float tensors (``resized_crop`` with antialias, ``adjust_*``, ``rgb_to_grayscale``, ``gaussian_blur``,
-``solarize``) up to float rounding, for crops no larger than the output size (always the case on 32x32
-images); larger crops are resampled bilinearly without antialiasing.
+``solarize``) up to float rounding, for crops no larger than the output size (always the case when the views
+are as large as the images, the default); larger crops are resampled bilinearly without antialiasing. The crop
+and patch presets are fractions of the image's area, so they cut the same views of an image at any size.
 """
 import math
 from dataclasses import dataclass, fields
@@ -22,7 +23,14 @@ PRESETS = {
 # jitter = (brightness, contrast, saturation, hue): SimCLR's pipeline. A method passes its own settings in.
 DEFAULTS = {"jitter": (0.4, 0.4, 0.4, 0.1), "blur_p": 0.0, "solarize_p": 0.0}
 GRAY_WEIGHTS = (0.2989, 0.587, 0.114)
-BLUR_KERNEL = 13
+# The original code's 13-tap blur on 32x32 views, as a fraction of the view's side (odd): 39 taps at 96x96.
+BLUR_KERNEL_FRACTION = 13 / 32
+
+
+def blur_kernel(size: int) -> int:
+    """Taps of the Gaussian blur of ``size`` x ``size`` views: 13 at 32, in proportion elsewhere, odd."""
+    taps = max(3, round(size * BLUR_KERNEL_FRACTION))
+    return taps if taps % 2 else taps + 1
 # Device types on which ops applied to a random subset of views gather it (see _where_views).
 _GATHER_MASKED_VIEWS = {"cpu": True}
 
@@ -71,8 +79,8 @@ def augment_config(num_views, preset, *, scale=None, ratio=None, flip_p=0.5, jit
     for name in ("flip_p", "jitter_p", "grayscale_p", "blur_p", "solarize_p"):
         if not 0 <= getattr(cfg, name) <= 1:
             raise ValueError(f"{name} must be a probability, got {getattr(cfg, name)}")
-    if cfg.blur_p > 0 and cfg.size <= BLUR_KERNEL // 2:
-        raise ValueError(f"blurring needs size > {BLUR_KERNEL // 2} for reflect padding, got {cfg.size}")
+    if cfg.blur_p > 0 and cfg.size <= blur_kernel(cfg.size) // 2:
+        raise ValueError(f"blurring needs size > {blur_kernel(cfg.size) // 2} for reflect padding, got {cfg.size}")
     return cfg
 
 
@@ -366,17 +374,19 @@ def _adjust_hue(x, shift):
 
 
 def _gaussian_blur(x, sigma):
-    """torchvision ``gaussian_blur(img, [13, 13], [s, s])`` per view of x (N, 3, S, S): the separable kernel
-    with reflect padding folded into an S x S matrix K per view, out = K img K^T as two batched products."""
+    """torchvision ``gaussian_blur(img, [k, k], [s, s])`` per view of x (N, 3, S, S), k = ``blur_kernel(S)``
+    (13 at 32x32): the separable kernel with reflect padding folded into an S x S matrix K per view,
+    out = K img K^T as two batched products."""
     n, c, s, _ = x.shape
-    half = BLUR_KERNEL // 2
+    size = blur_kernel(s)
+    half = size // 2
     taps = torch.arange(-half, half + 1, device=x.device)
     kernel = torch.exp(-0.5 * (taps.to(x.dtype) / sigma.to(x.dtype).unsqueeze(1)) ** 2)
     kernel = kernel / kernel.sum(dim=1, keepdim=True)
     # fold[t, i, j]: output pixel i takes tap t from pixel j, reflected at 0 and at s - 1.
     source = (s - 1) - ((s - 1) - (torch.arange(s, device=x.device) + taps.unsqueeze(1)).abs()).abs()
     fold = (source.unsqueeze(2) == torch.arange(s, device=x.device)).to(x.dtype)
-    matrix = (kernel @ fold.view(BLUR_KERNEL, s * s)).view(n, s, s)
+    matrix = (kernel @ fold.view(size, s * s)).view(n, s, s)
     # Along the height with the channels side by side, then along the width; the result is (n, s, c, s).
     columns = torch.bmm(matrix, x.transpose(1, 2).reshape(n, s, c * s))
     out = torch.bmm(columns.view(n, s * c, s), matrix.transpose(1, 2))

@@ -4,7 +4,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .multiview import BLUR_KERNEL, augment_config
+from .multiview import augment_config, blur_kernel
 
 
 class ReferenceAugment:
@@ -27,7 +27,7 @@ class ReferenceAugment:
         if cfg.grayscale_p > 0:
             steps.append(T.RandomGrayscale(cfg.grayscale_p))
         if cfg.blur_p > 0:
-            steps.append(T.RandomApply([T.GaussianBlur(BLUR_KERNEL, cfg.blur_sigma)], p=cfg.blur_p))
+            steps.append(T.RandomApply([T.GaussianBlur(blur_kernel(cfg.size), cfg.blur_sigma)], p=cfg.blur_p))
         if cfg.solarize_p > 0:
             steps.append(T.RandomSolarize(128, p=cfg.solarize_p))
         steps.append(T.ToTensor())

@@ -1,4 +1,4 @@
 from .encoder import Encoder, build_encoder
-from .resnet import ARCHS, ResNet, resnet18
+from .resnet import ARCHS, STEMS, ResNet, default_stem, resnet18
 
-__all__ = ["ARCHS", "Encoder", "ResNet", "build_encoder", "resnet18"]
+__all__ = ["ARCHS", "STEMS", "Encoder", "ResNet", "build_encoder", "default_stem", "resnet18"]

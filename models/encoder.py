@@ -12,12 +12,13 @@ class Encoder(nn.Module):
     Module names follow the original EMP-SSL code so that its checkpoints load after stripping ``module.``.
     """
 
-    def __init__(self, z_dim: int, arch: str = "resnet18", width: int = 64, hidden_dim: int = 4096):
+    def __init__(self, z_dim: int, arch: str = "resnet18", width: int = 64, hidden_dim: int = 4096,
+                 stem: str = "cifar"):
         super().__init__()
         if arch not in ARCHS:
             raise ValueError(f"unknown arch {arch!r}; choose one of {sorted(ARCHS)}")
         self.z_dim = z_dim
-        self.backbone = ARCHS[arch](width)
+        self.backbone = ARCHS[arch](width, stem)
         feat_dim = self.backbone.out_dim
         self.pre_feature = nn.Sequential(nn.Linear(feat_dim, hidden_dim), nn.BatchNorm1d(hidden_dim), nn.ReLU())
         self.projection = nn.Sequential(
@@ -25,7 +26,7 @@ class Encoder(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 3, 32, 32) images in [0, 1] -> (B, z_dim) L2-normalised embeddings."""
+        """(B, 3, H, W) images in [0, 1] -> (B, z_dim) L2-normalised embeddings."""
         return F.normalize(self.projection(self.pre_feature(self.backbone(x))), dim=-1)
 
     def features(self, x: torch.Tensor, kind: str = "pre") -> torch.Tensor:
@@ -41,7 +42,8 @@ class Encoder(nn.Module):
         return self.backbone.out_dim if kind == "backbone" else self.pre_feature[0].out_features
 
 
-def build_encoder(z_dim: int, arch: str = "resnet18", width: int = 64, hidden_dim: int = 4096) -> Encoder:
+def build_encoder(z_dim: int, arch: str = "resnet18", width: int = 64, hidden_dim: int = 4096,
+                  stem: str = "cifar") -> Encoder:
     """An encoder whose embedding has ``z_dim`` dimensions; ``utils.blocks.encoder_for`` takes a method's name."""
-    return Encoder(z_dim, arch, width, hidden_dim)
+    return Encoder(z_dim, arch, width, hidden_dim, stem)
 

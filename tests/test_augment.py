@@ -64,7 +64,8 @@ def torchvision_view(x, p, n, size=32):
     if p.grayscale is not None and p.grayscale[n]:
         img = TF.rgb_to_grayscale(img, num_output_channels=3)
     if p.blur is not None and p.blur[n]:
-        img = TF.gaussian_blur(img, [13, 13], [float(p.sigma[n])] * 2)
+        taps = multiview.blur_kernel(size)
+        img = TF.gaussian_blur(img, [taps, taps], [float(p.sigma[n])] * 2)
     if p.solarize is not None and p.solarize[n]:
         img = TF.solarize(img, 0.5)
     return img
@@ -200,12 +201,25 @@ def test_solarize_matches_torchvision():
 
 
 @pytest.mark.usefixtures("masked_views")
-@pytest.mark.parametrize("method,preset", [("empssl", "crop"), ("empssl", "patch"), ("simclr", "crop")])
-def test_whole_pipeline_with_random_params_matches_torchvision(method, preset):
-    x = make_image(3, seed=8)
-    aug = augment_for(8, method, preset, **({"blur_p": 0.5, "solarize_p": 0.5} if method == "empssl" else {}))
-    p = aug.sample_params(3, "cpu", generator=torch.Generator().manual_seed(1))
-    torch.testing.assert_close(aug.apply(x, p), torchvision_views(x, p), atol=1e-4, rtol=0)
+@pytest.mark.parametrize("method,preset,size", [("empssl", "crop", 32), ("empssl", "patch", 32), ("simclr", "crop", 32),
+                                                ("empssl", "crop", 64), ("empssl", "patch", 96)])
+def test_whole_pipeline_with_random_params_matches_torchvision(method, preset, size):
+    """At any image size, with views as large as the image (the default) and the blur's taps scaled with it."""
+    x = make_image(3, h=size, w=size, seed=8)
+    aug = augment_for(8, method, preset, size=size,
+                      **({"blur_p": 0.5, "solarize_p": 0.5} if method == "empssl" else {}))
+    p = aug.sample_params(3, "cpu", generator=torch.Generator().manual_seed(1), image_size=(size, size))
+    torch.testing.assert_close(aug.apply(x, p), torchvision_views(x, p, size), atol=1e-4, rtol=0)
+
+
+def test_presets_are_fractions_of_the_image_and_the_blur_keeps_its_13_taps_at_32():
+    assert [multiview.blur_kernel(s) for s in (32, 64, 96, 224)] == [13, 27, 39, 91]
+    for side in (32, 96):
+        p = augment_for(16, "empssl", "patch", size=side).sample_params(50, "cpu", image_size=(side, side))
+        assert (p.height == side // 2).all() and (p.width == side // 2).all()
+        crop = augment_for(16, "empssl", "crop", size=side).sample_params(500, "cpu", image_size=(side, side))
+        area = (crop.height * crop.width).double() / side**2
+        assert area.min() >= 0.07 and area.max() <= 1
 
 
 # ----- the random parameters follow torchvision's distributions ---------------------------------------------

@@ -19,7 +19,7 @@ def free_trainer(tmp_path, tiny_data, *extra):
     return Trainer(cfg, given)
 
 
-@pytest.mark.parametrize("extra", [(), ("--precision", "bf16", "--channels-last", "on")])
+@pytest.mark.parametrize("extra", [(), ("--precision", "bf16", "--channels-last", "on", "--width", "16")])
 def test_a_training_step_reads_nothing_back_to_the_host(tmp_path, tiny_data, monkeypatch, extra):
     """On a GPU each of these would wait for the device; a training step uses none."""
     t = free_trainer(tmp_path, tiny_data, "--log-every", "100", *extra)
@@ -86,7 +86,7 @@ def test_below_width_8_the_cpu_trains_contiguous_without_a_probe(monkeypatch):
 
     monkeypatch.setattr(utils.train, "layout_seconds", lambda *a: pytest.fail("probed a layout it must not use"))
     cpu = torch.device("cpu")
-    assert utils.train.resolve_channels_last({"width": 4, "channels_last": "auto"}, cpu) == "off"
-    with pytest.raises(UsageError, match="--width 8"):
-        utils.train.resolve_channels_last({"width": 4, "channels_last": "on"}, cpu)
-    assert utils.train.resolve_channels_last({"width": 8, "channels_last": "on"}, cpu) == "on"
+    assert utils.train.resolve_channels_last({"width": 8, "channels_last": "auto"}, cpu) == "off"
+    with pytest.raises(UsageError, match="--width 16"):
+        utils.train.resolve_channels_last({"width": 8, "channels_last": "on"}, cpu)
+    assert utils.train.resolve_channels_last({"width": 16, "channels_last": "on"}, cpu) == "on"

@@ -1,14 +1,18 @@
 """The building blocks for a registered method: ``models`` and ``augment`` know no registry, so the method's
 name is resolved here into the embedding size and the augmentation settings they take."""
 from augment import MultiViewAugment, ReferenceAugment
-from models import Encoder, build_encoder
+from models import Encoder, build_encoder, default_stem
 
+from .errors import UsageError
 from .methods import METHODS
 
+MIN_VIEW_SIZE = 8
 
-def encoder_for(method: str, arch: str = "resnet18", width: int = 64, hidden_dim: int = 4096) -> Encoder:
+
+def encoder_for(method: str, arch: str = "resnet18", width: int = 64, hidden_dim: int = 4096,
+                stem: str = "cifar") -> Encoder:
     """``models.build_encoder`` with the method's embedding size."""
-    return build_encoder(METHODS.lookup(method).z_dim, arch, width, hidden_dim)
+    return build_encoder(METHODS.lookup(method).z_dim, arch, width, hidden_dim, stem)
 
 
 def augment_settings(method: str, **overrides) -> dict:
@@ -34,11 +38,27 @@ def crop_overrides(cfg: dict) -> dict:
     return {"scale": scale, "ratio": ratio}
 
 
+def resolve_sizes(cfg: dict, images) -> None:
+    """Fills in a training run's image size (its training images'), view size (default: the image size) and
+    stem (auto: by the view size), so that its checkpoints record what the encoder saw."""
+    height, width = images.shape[-2:]
+    if height != width:
+        raise UsageError(f"the training images are {width}x{height}, not square; pass --image-size N to resize "
+                         "their centre squares to NxN")
+    cfg["image_size"] = int(height)
+    cfg["view_size"] = cfg.get("view_size") or cfg["image_size"]
+    if cfg["view_size"] < MIN_VIEW_SIZE:
+        raise UsageError(f"--view-size {cfg['view_size']} is too small; choose at least {MIN_VIEW_SIZE}")
+    if cfg.get("stem", "auto") == "auto":
+        cfg["stem"] = default_stem(cfg["view_size"])
+
+
 def run_augment(cfg: dict, num_views: int | None = None) -> MultiViewAugment:
     """The views a training run cuts (``num_views`` of them instead of the run's, when given)."""
-    return augment_for(num_views or cfg["num_views"], cfg["method"], cfg["preset"], **crop_overrides(cfg))
+    return augment_for(num_views or cfg["num_views"], cfg["method"], cfg["preset"], size=cfg["view_size"],
+                       **crop_overrides(cfg))
 
 
 def run_encoder(cfg: dict) -> Encoder:
-    """A fresh encoder of a training run's method, architecture and sizes."""
-    return encoder_for(cfg["method"], cfg["arch"], cfg["width"], cfg["hidden_dim"])
+    """A fresh encoder of a training run's method, architecture, sizes and stem."""
+    return encoder_for(cfg["method"], cfg["arch"], cfg["width"], cfg["hidden_dim"], cfg["stem"])

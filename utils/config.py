@@ -8,7 +8,7 @@ import argparse
 import sys
 
 from augment import PRESETS
-from models import ARCHS
+from models import ARCHS, STEMS
 
 from . import ablation
 from .cli import BoolFlag, Parser, default_data_dir, nonneg_float, nonneg_int, positive_float, positive_int
@@ -31,8 +31,10 @@ SCRIPTS = {
 OWN_SCRIPTS = {
     ("empssl", "distill"): ("main_empssl_distill", {"epochs": 10, "batch_size": 100, "num_views": 16}),
 }
-# Settings added after runs were saved without them -> the value those runs trained with.
+# Settings added after runs were saved without them -> the value those runs trained with: per regime, and for
+# every run (all trained on 32x32 images, cut into 32x32 views, with the CIFAR stem).
 LEGACY = {"pgd": {"attack_style": "isolated"}}
+LEGACY_ALL = {"image_size": 32, "view_size": 32, "stem": "cifar"}
 # Settings a resumed run may change: where and how it runs, not what it computes (--teacher is where the teacher
 # lies; its bytes are checked against the run's record of them).
 RUN_LEVEL = ("device", "log_every", "out_dir", "checkpoint_minutes", "compile", "resume", "data_dir", "download",
@@ -67,6 +69,9 @@ def build_parser(method: str, regime: str, defaults: dict) -> Parser:
     g.add_argument("--arch", choices=sorted(ARCHS), default="resnet18")
     g.add_argument("--width", type=positive_int, default=64, help="base channels (64 = ResNet-18)")
     g.add_argument("--hidden-dim", type=positive_int, default=4096, help="projector hidden size")
+    g.add_argument("--stem", choices=("auto", *STEMS), default="auto",
+                   help="cifar: 3x3 stride-1 convolution; imagenet: 7x7 stride 2 + max-pool (auto: cifar up to 64x64 "
+                        "views, imagenet above)")
     method_cls.add_flags(g)
     regime_cls.add_flags(p.add_argument_group(regime_cls.display))
     _run_flags(p.add_argument_group("run"), script)
@@ -85,7 +90,12 @@ def _data_flags(g):
     g.add_argument("--data", choices=DATASETS, default="cifar10", help="dataset layout")
     g.add_argument("--data-dir", default=default_data_dir() or "data",
                    help="dataset root (default: $CFAMC_DATA_DIR or ./data)")
-    g.add_argument("--download", action="store_true", help="download CIFAR-10/100 into --data-dir if missing")
+    g.add_argument("--download", action="store_true", help="download CIFAR-10/100 or STL-10 into --data-dir if missing")
+    g.add_argument("--image-size", type=positive_int, default=None,
+                   help="resize every image to NxN once, when the data is read (default: as stored: CIFAR 32, "
+                        "STL-10 96)")
+    g.add_argument("--unlabeled", action=BoolFlag, default=True,
+                   help="STL-10: train on its 100,000 unlabeled images too, after the 5,000 labelled ones")
     g.add_argument("--subset", type=positive_int, default=None,
                    help="train on N images, a class-stratified sample fixed by the data and --subset-seed")
     g.add_argument("--subset-seed", type=int, default=0, help="which stratified sample --subset takes")
@@ -106,7 +116,10 @@ def _view_flags(g, method_cls):
     g.add_argument("--per-view-forward", action=BoolFlag, default=method_cls.per_view_forward,
                    help="forward each view on its own (BatchNorm statistics per view) rather than all views at once")
     g.add_argument("--preset", choices=sorted(PRESETS), default="crop",
-                   help="crop: scale (0.08, 1), ratio (3/4, 4/3); patch: fixed 16x16 patches")
+                   help="crop: scale (0.08, 1), ratio (3/4, 4/3); patch: squares of a quarter of the image's area "
+                        "(16x16 of 32x32); both fractions of the image")
+    g.add_argument("--view-size", type=positive_int, default=None,
+                   help="side of the views the encoder sees, each crop resized to it (default: the image size)")
     g.add_argument("--scale-min", type=positive_float, default=None, help="override the preset's crop scale")
     g.add_argument("--scale-max", type=positive_float, default=None)
     g.add_argument("--ratio-min", type=positive_float, default=None, help="override the preset's aspect ratio")
@@ -178,7 +191,7 @@ def resolve_saved(saved: dict) -> dict:
         return saved
     parser = build_parser(method, regime, script_of(method, regime)[1])
     defaults = {a.dest: a.default for a in parser._actions if a.dest != "help"}
-    return complete({**defaults, **LEGACY.get(regime, {}), **saved})
+    return complete({**defaults, **LEGACY_ALL, **LEGACY.get(regime, {}), **saved})
 
 
 def _check_views(parser, cfg):

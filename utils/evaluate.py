@@ -11,6 +11,7 @@ as the ``.pt`` of the same name.
 import hashlib
 import itertools
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -70,6 +71,8 @@ def _data_flags(g):
     g.add_argument("--data-dir", default=None,
                    help="dataset root (default: the training run's, $CFAMC_DATA_DIR, ./data)")
     g.add_argument("--download", action="store_true")
+    g.add_argument("--image-size", type=positive_int, default=None,
+                   help="resize the images to NxN once, when read (default: the size the encoder trained at)")
     g.add_argument("--subset-train", type=positive_int, default=None,
                    help="fine-tune on N training images, a class-stratified sample fixed by the data and --subset-seed")
     g.add_argument("--subset-test", type=positive_int, default=None, help="test on N images, stratified likewise")
@@ -154,8 +157,11 @@ def _original_code_config(path, state, method):
     if owners and method not in owners:
         raise UsageError(f"{path} has a {z_dim}-d projection, a {owners[0]} encoder; "
                          f"evaluate it with evaluate_{owners[0]}.py")
+    stem = "imagenet" if state["backbone.conv1.weight"].shape[-1] == 7 else "cifar"
+    size = 224 if stem == "imagenet" else 32  # the original code's ImageNet branch crops to 224, CIFAR's are 32
     return {"method": method, "arch": _arch_from_state(state), "width": state["backbone.conv1.weight"].shape[0],
-            "hidden_dim": state["pre_feature.0.weight"].shape[0], "preset": "crop",
+            "hidden_dim": state["pre_feature.0.weight"].shape[0], "preset": "crop", "stem": stem,
+            "image_size": size, "view_size": size,
             "num_views": METHODS[method].views or METHODS[method].default_views}
 
 
@@ -173,7 +179,7 @@ def load_encoder(path, method: str):
     cfg = ckpt["config"] = resolve_saved(ckpt["config"])
     if cfg["arch"] not in ARCHS:
         raise UsageError(f"{path} uses architecture {cfg['arch']!r}, which this project does not build")
-    encoder = encoder_for(method, cfg["arch"], cfg["width"], cfg["hidden_dim"])
+    encoder = encoder_for(method, cfg["arch"], cfg["width"], cfg["hidden_dim"], cfg["stem"])
     try:
         encoder.load_state_dict(state)
     except RuntimeError as e:
@@ -211,15 +217,42 @@ def describe_data(name, root, train_y, test_x, test_y) -> dict:
     """The record that names a result's data set: two folders of the same name with other images differ in it."""
     digest = hashlib.sha1(test_x.numpy().tobytes())
     digest.update(test_y.to(torch.int64).numpy().tobytes())
-    return {"name": name, "folder": Path(root).name, "train_images": len(train_y), "test_images": len(test_y),
-            "classes": int(torch.unique(test_y).numel()), "test_sha1": digest.hexdigest()[:12]}
+    return {"name": name, "folder": Path(root).name, "image_size": int(test_x.shape[-1]), "train_images": len(train_y),
+            "test_images": len(test_y), "classes": int(torch.unique(test_y).numel()),
+            "test_sha1": digest.hexdigest()[:12]}
+
+
+def data_root(args, cfg) -> str:
+    return args.data_dir or cfg.get("data_dir") or default_data_dir() or "data"
+
+
+def image_size_of(args, cfg) -> int:
+    """The side the evaluation images are read at: --image-size, else the one the encoder trained at."""
+    return args.image_size or cfg["image_size"]
+
+
+def trained_on(cfg) -> dict:
+    """The data set a checkpoint's encoder trained on, as its configuration records it."""
+    return {"name": cfg.get("data", "cifar10"), "folder": Path(cfg.get("data_dir") or "data").name,
+            "image_size": cfg["image_size"]}
+
+
+def transfer_suffix(args, cfg) -> str:
+    """'' where the evaluation reads the data the encoder trained on, at its size; else '-on-NAME-SIZEpx' (an image
+    folder by its folder's name), so that a transfer evaluation has a result file of its own."""
+    name, root, size = dataset_of(args, cfg), data_root(args, cfg), image_size_of(args, cfg)
+    same_folder = Path(root).resolve() == Path(cfg.get("data_dir") or root).resolve()
+    if name == cfg.get("data", "cifar10") and same_folder and size == cfg["image_size"]:
+        return ""
+    label = re.sub(r"[^A-Za-z0-9_.]+", "_", Path(root).resolve().name) if name == "imagefolder" else name
+    return f"-on-{label}-{size}px"
 
 
 def load_data(args, cfg) -> Data:
     """Train and test images cut to the asked stratified subsets, and the AutoAttack sample."""
-    name, root = dataset_of(args, cfg), args.data_dir or cfg.get("data_dir") or default_data_dir() or "data"
-    train_x, train_y = load_dataset(name, root, train=True, download=args.download)
-    test_x, test_y = load_dataset(name, root, train=False, download=args.download)
+    name, root, size = dataset_of(args, cfg), data_root(args, cfg), image_size_of(args, cfg)
+    train_x, train_y = load_dataset(name, root, train=True, download=args.download, image_size=size)
+    test_x, test_y = load_dataset(name, root, train=False, download=args.download, image_size=size)
     source = describe_data(name, root, train_y, test_x, test_y)
     train_idx, train_rec = _sample(train_y, args.subset_train, args.subset_seed, "--subset-train")
     test_idx, test_rec = _sample(test_y, args.subset_test, args.subset_seed, "--subset-test")
@@ -332,10 +365,12 @@ def fit(model: Classifier, data: Data, args, device, progress: Progress) -> None
     progress.stage_seconds["finetune"] = round(time.monotonic() - started, 1)
 
 
-def result_paths(args, out_dir: Path):
-    """(JSON, fitted .pt): one pair per (protocol, features, views, checkpoint), so evaluations side by side
-    never overwrite each other. A run directory is named by the file evaluated in it, ``last``."""
-    path = out_dir / result_name(args.protocol, args.features, args.test_views, checkpoint_file(args.checkpoint).stem)
+def result_paths(args, out_dir: Path, suffix: str = ""):
+    """(JSON, fitted .pt): one pair per (protocol, features, views, checkpoint, data evaluated on), so evaluations
+    side by side never overwrite each other. A run directory is named by the file evaluated in it, ``last``;
+    ``suffix`` names the data of a transfer evaluation (``transfer_suffix``)."""
+    stem = checkpoint_file(args.checkpoint).stem + suffix
+    path = out_dir / result_name(args.protocol, args.features, args.test_views, stem)
     return path, path.with_suffix(".pt")
 
 
@@ -435,7 +470,7 @@ def evaluate(method: str, argv=None):
         raise UsageError(f"--autoattack: standard AutoAttack targets the 9 classes after the true one, so it needs at "
                          f"least 10 classes; this data has {num_classes}")
     ckpt_path = checkpoint_file(args.checkpoint)
-    json_path, _ = result_paths(args, make_dir(args.out or ckpt_path.parent))
+    json_path, _ = result_paths(args, make_dir(args.out or ckpt_path.parent), transfer_suffix(args, meta["config"]))
     identity = checkpoint_identity(args.checkpoint, meta)
     warn_if_unfinished(ckpt_path, meta)
     refuse_to_replace_another_evaluation(json_path, args, identity)
@@ -450,7 +485,8 @@ def evaluate(method: str, argv=None):
     result = {"method": method, "regime": meta["regime"], "checkpoint": str(ckpt_path), "checkpoint_identity": identity,
               "finished": finished(meta),
               "protocol": args.protocol, "features": args.features, "test_views": args.test_views, **measured,
-              "data": data.source, "subsets": data.subsets, "train_seconds": meta["train_seconds"],
+              "data": data.source, "trained_on": trained_on(meta["config"]), "subsets": data.subsets,
+              "train_seconds": meta["train_seconds"],
               "train_config": meta["config"],
               "seconds": round(time.monotonic() - started, 1), "settings": dict(vars(args))}
     json_path, fitted_path = save_result(result, model, args, num_classes, json_path, identity)

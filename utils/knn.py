@@ -66,7 +66,7 @@ class KNNMonitor:
     def __init__(self, train_images: torch.Tensor, train_labels: torch.Tensor, test_images: torch.Tensor,
                  test_labels: torch.Tensor, n_train: int = 10_000, n_test: int = 2_000, seed: int = 0,
                  batch_size: int = 500, k: int = 20, temperature: float = 0.07):
-        """Images uint8 (N, 3, 32, 32) and labels int64 (N,), any device. The subsets (``n_train`` and
+        """Images uint8 (N, 3, H, W) and labels int64 (N,), any device. The subsets (``n_train`` and
         ``n_test`` images, fewer if a split is smaller) are drawn here, once, with ``seed``."""
         train_index = stratified_subset(train_labels, min(n_train, len(train_labels)), seed).to(train_labels.device)
         test_index = stratified_subset(test_labels, min(n_test, len(test_labels)), seed).to(test_labels.device)
@@ -77,7 +77,7 @@ class KNNMonitor:
 
     def monitor(self, feature_fn: Callable[[torch.Tensor], torch.Tensor], device,
                 model: nn.Module | None = None) -> float:
-        """``feature_fn``: images (B, 3, 32, 32) in [0, 1] -> features (B, d), e.g. ``encoder.features``
+        """``feature_fn``: images (B, 3, H, W) in [0, 1] -> features (B, d), e.g. ``encoder.features``
         (pre features). ``model``: the module it runs, switched to eval mode and back; found by itself
         when ``feature_fn`` is a module or one's bound method. Returns the kNN accuracy in percent.
 
@@ -114,11 +114,13 @@ def monitor_for(cfg: dict, images: torch.Tensor, labels) -> "KNNMonitor | None":
     ``--data``; None when ``--knn-every 0`` or the data cannot support one (said on stderr)."""
     if not cfg["knn_every"] or labels is None:
         return None
+    labelled = labels >= 0  # STL-10's unlabeled images have nothing to vote with
+    images, labels = images[labelled.to(images.device)], labels[labelled]
     if len(labels.unique()) < 2:
         print("note: the training images carry fewer than 2 classes; no kNN monitor", file=sys.stderr)
         return None
     try:
-        test_images, test_labels = load_dataset(cfg["data"], cfg["data_dir"], train=False)
+        test_images, test_labels = load_dataset(cfg["data"], cfg["data_dir"], train=False, image_size=cfg["image_size"])
     except UsageError as e:
         print(f"note: no kNN monitor, the test images are not readable ({e})", file=sys.stderr)
         return None

@@ -68,7 +68,8 @@ def recalibrate(argv=None):
     cfg = resolve_saved(ckpt["config"])
     model = run_encoder(cfg)
     model.load_state_dict(clean_state_dict(ckpt["model"]))
-    images, labels = load_dataset(cfg["data"], args.data_dir or cfg["data_dir"], train=True)
+    images, labels = load_dataset(cfg["data"], args.data_dir or cfg["data_dir"], train=True,
+                                  image_size=cfg["image_size"], unlabeled=cfg["unlabeled"])
     images = images[stratified_subset(labels, min(args.images, len(images)), 0)]
     if len(images) < cfg["batch_size"]:
         raise UsageError(f"--images {args.images} is fewer than one training batch ({cfg['batch_size']})")

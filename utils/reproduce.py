@@ -23,7 +23,7 @@ from experiments.scales import SCALES, scaled_train_flags
 from experiments.tables import markdown_table, num, plot_results
 
 from .ablation import regime_class
-from .cli import Parser, default_data_dir, run_main
+from .cli import Parser, default_data_dir, positive_int, run_main
 from .config import parse_config, script_of
 from .data import DATASETS, check_dataset
 from .errors import UsageError
@@ -63,8 +63,15 @@ def all_rows() -> list:
     return rows
 
 
+def data_argv(args) -> list:
+    """The data flags of every training stage: the data set, and the image and view sizes where given."""
+    sizes = [arg for flag, value in (("--image-size", args.image_size), ("--view-size", args.view_size))
+             if value for arg in (flag, str(value))]
+    return ["--data", args.data, "--data-dir", args.data_dir, *sizes]
+
+
 def train_argv(row, scale, args) -> list:
-    argv = ["--data", args.data, "--data-dir", args.data_dir, "--preset", row.preset, "--seed", str(args.seed),
+    argv = [*data_argv(args), "--preset", row.preset, "--seed", str(args.seed),
             "--device", args.device, "--out-dir", str(row_dir(args, row) / "train"), "--resume", "auto"]
     teacher = ["--teacher", str(row_dir(args, row) / "teacher" / "last.pt")] if row.teacher else []
     return argv + scaled_train_flags(row.method, row.regime, scale) + list(row.flags) + teacher
@@ -75,7 +82,7 @@ def teacher_stages(row, scale, args) -> list:
     if not row.teacher:
         return []
     epochs = parse_config(row.method, row.regime, None, scaled_train_flags(row.method, row.regime, scale))[0]["epochs"]
-    argv = ["--data", args.data, "--data-dir", args.data_dir, "--preset", row.preset, "--seed", str(args.seed),
+    argv = [*data_argv(args), "--preset", row.preset, "--seed", str(args.seed),
             "--device", args.device, "--out-dir", str(row_dir(args, row) / "teacher"), "--resume", "auto"]
     flags = argv + scaled_train_flags(row.method, "standard", scale, epochs) + list(row.teacher)
     return [(row.method, "standard", flags)]
@@ -83,7 +90,18 @@ def teacher_stages(row, scale, args) -> list:
 
 def eval_flags(scale, args) -> list:
     return ["--protocol", "slf", "--eps", "4/255", "8/255", "--device", args.device, "--seed", str(args.seed),
-            *scale.evaluate]
+            *fit_samples(scale.evaluate, getattr(args, "sizes", None))]
+
+
+def fit_samples(flags, sizes) -> list:
+    """The scale's evaluation flags with --subset-train / --subset-test cut to the labelled images the data set
+    has (``sizes``: {"train": n, "test": n}; STL-10 labels 5,000 training images where CIFAR has 50,000)."""
+    out = list(flags)
+    for flag, split in (("--subset-train", "train"), ("--subset-test", "test")):
+        if sizes and flag in out:
+            at = out.index(flag) + 1
+            out[at] = str(min(int(out[at]), sizes[split]))
+    return out
 
 
 def row_dir(args, row) -> Path:
@@ -121,9 +139,10 @@ def reproduce(argv=None):
     costs = {row.key: cost(row, scale, args) for row in rows}
     if args.dry_run:
         return print_plan(rows, costs, scale, args)
-    check_dataset(args.data, args.data_dir)
+    args.sizes = check_dataset(args.data, args.data_dir, args.image_size)
     jobs = {row.key: job_of(row, scale, args) for row in rows}
-    plan = {"scale": args.scale, "seed": args.seed, "data": args.data, "data_dir": args.data_dir}
+    plan = {"scale": args.scale, "seed": args.seed, "data": args.data, "data_dir": args.data_dir,
+            "image_size": args.image_size, "view_size": args.view_size}
     check_plan(Path(args.out) / "reproduce.json", plan, jobs)
     failures = run_plan({row.key: lambda row=row: run_row(row, scale, args) for row in rows}, costs)
     write_results(rows, scale, args, failures)
@@ -182,12 +201,21 @@ def results_header(scale, args, done) -> list:
     n_aa = sorted({r.get("autoattack_samples") or r["n_test"] for r in done if r.get("autoattack")}) or ["-"]
     steps = sorted({str((r.get("settings") or {}).get("pgd_steps", "?")) for r in done}) or ["?"]
     return [f"# The paper's table, measured at scale `{args.scale}`", "",
-            f"Scale: {scale.note}. Data: {data_words(args, done)}; seed {args.seed}. "
+            f"Scale: {scale.note}. Data: {data_words(args, done)}; seed {args.seed}.{carried_over(args)} "
             f"Machine: {machine(resolve_device(args.device))}.", "",
             f"Protocol: SLF on the `pre` features, then on {'/'.join(map(str, n_test))} class-stratified test "
             f"images: clean accuracy; PGD-{'/'.join(steps)} (step eps/4, random start); AutoAttack (standard) on a "
             f"stratified sample of {'/'.join(map(str, n_aa))} of them. kNN: the training monitor's last value. "
             f"Time: training only.", ""]
+
+
+def carried_over(args) -> str:
+    if args.data == "cifar10" and not (args.image_size or args.view_size):
+        return ""
+    sizes = f" at {args.image_size or 'their own'}-pixel images" + (f", {args.view_size}-pixel views"
+                                                                    if args.view_size else "")
+    return (f" Every row keeps the paper's CIFAR-10 settings (epochs, batch, views, radii, learning rates), carried "
+            f"over unchanged to {args.data}{sizes}.")
 
 
 def data_words(args, done) -> str:
@@ -222,6 +250,9 @@ def build_parser() -> Parser:
     p.add_argument("--scale", choices=list(SCALES), default="small")
     p.add_argument("--data", choices=DATASETS, default="cifar10")
     p.add_argument("--data-dir", default=default_data_dir() or "data", help="(default: $CFAMC_DATA_DIR or ./data)")
+    p.add_argument("--image-size", type=positive_int, default=None,
+                   help="train and evaluate on the images resized to NxN (default: as stored)")
+    p.add_argument("--view-size", type=positive_int, default=None, help="the views' side (default: the image size)")
     p.add_argument("--out", required=True, help="folder for every row's run, evaluation and results.md")
     p.add_argument("--rows", nargs="+", default=None, help="row keys such as crop-empssl-free (default: all)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")

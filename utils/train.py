@@ -14,7 +14,7 @@ import torch
 
 from . import distributed as dist
 from .ablation import method_class, regime_class
-from .blocks import run_augment, run_encoder
+from .blocks import resolve_sizes, run_augment, run_encoder
 from .checkpoint import clean_state_dict
 from .cli import run_main
 from .config import parse_config
@@ -37,6 +37,7 @@ class Trainer:
         self.device = dist.device_for(resolve_device(cfg["device"]))
         self.local_batch = dist.local_batch(cfg["batch_size"])
         images, self.labels = training_images(cfg, images, labels)
+        resolve_sizes(cfg, images)
         cfg["channels_last"] = resolve_channels_last(cfg, self.device)
         self.images = images.to(self.device)
         self.steps_per_epoch = len(images) // cfg["batch_size"]
@@ -178,10 +179,10 @@ class Trainer:
         self.run_dir.stop(reason, self.epoch, self.batch_in_epoch, self.steps_per_epoch)
 
 
-# PyTorch's CPU backward of a 1x1 stride-2 convolution in channels-last with fewer than 8 input channels (the
-# shortcut of ResNet's second stage at width < 8) corrupts the heap: measured with torch 2.14.1 on an AVX2 AMD EPYC,
-# an abort or a hang, with one thread or two.
-CPU_CHANNELS_LAST_MIN_WIDTH = 8
+# PyTorch's CPU backward in channels-last corrupts the heap at narrow widths: measured with torch 2.14.1 on an AVX2
+# AMD EPYC, an abort, a segfault or a hang, with one thread or two, at width 4 on 32x32 views and at width 8 on
+# 48x48 views and larger (width 8 at 32x32 and widths 12 to 32 up to 128x128 ran).
+CPU_CHANNELS_LAST_MIN_WIDTH = 16
 
 
 def resolve_channels_last(cfg: dict, device) -> str:
@@ -207,7 +208,7 @@ def layout_seconds(cfg: dict, device, views=32, repeats=2) -> dict:
     seconds = {}
     with torch.random.fork_rng(devices=[]):
         model = run_encoder(cfg).to(device)
-        x = torch.rand(views, 3, 32, 32, device=device)
+        x = torch.rand(views, 3, cfg["view_size"], cfg["view_size"], device=device)
         for layout, fmt in (("off", torch.contiguous_format), ("on", torch.channels_last)):
             model, xl = model.to(memory_format=fmt), x.contiguous(memory_format=fmt)
             times = []

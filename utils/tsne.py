@@ -58,20 +58,20 @@ def method_of(ckpt: dict, path) -> str:
 
 
 def load_inputs(args):
-    """(encoder in eval mode, test images uint8 (n, 3, 32, 32), labels int64 (n,), the dataset's name) for the
-    parsed ``args``."""
+    """(encoder in eval mode, test images uint8 (n, 3, S, S) at the size the encoder trained at, labels int64 (n,),
+    the dataset's name) for the parsed ``args``."""
     encoder, meta = load_encoder(args.checkpoint, method_of(load_checkpoint(args.checkpoint), args.checkpoint))
     cfg = meta["config"]
     data = args.data or cfg.get("data", "cifar10")
     data_dir = args.data_dir or cfg.get("data_dir") or default_data_dir() or "data"
-    images, labels = load_dataset(data, data_dir, train=False)
+    images, labels = load_dataset(data, data_dir, train=False, image_size=cfg["image_size"])
     pick = stratified_subset(labels, min(args.n, len(labels)), args.seed)
     return encoder, images[pick], labels[pick], data
 
 
 def attack_features(encoder, images, eps, steps, kind="pre", batch_size=250, device="cpu", random_start=True,
                     generator=None):
-    """Clean and PGD-perturbed features, float32 (N, d) on the CPU, of uint8 ``images`` (N, 3, 32, 32).
+    """Clean and PGD-perturbed features, float32 (N, d) on the CPU, of uint8 ``images`` (N, 3, H, W).
 
     ``encoder`` must be in eval mode, so that an image's features do not depend on the rest of its batch.
     Without a random start the attack cannot move: the distance it climbs has zero gradient at the image.
