@@ -7,6 +7,7 @@ settings, apart from the scale's sizes and the seed.
 """
 from pathlib import Path
 
+from models.resnet import default_stem
 from utils.ablation import STYLE_PARTS
 from utils.cli import eps_label
 from utils.config import RUN_LEVEL, parse_config, resolve_saved
@@ -20,6 +21,8 @@ PART_WORDS = {"discard": "attack gradients discarded", "accumulate": "attack gra
               "training": "attack on the training loss", "original": "the original attack target"}
 # Sizes a scale sets: they name the row but leave it the paper's (or the project's) row at that scale.
 SCALE_KEYS = ("epochs", "width", "hidden_dim", "subset", "seed")
+# The data's sizes: like the data set itself, they name the row but leave it the paper's row on other images.
+DATA_KEYS = ("image_size", "view_size", "stem", "unlabeled")
 # Settings that do not change what is trained: where and how it ran, the monitor, diagnostics.
 NOT_TRAINING = (*RUN_LEVEL, "method", "regime", "script", "data", "precision", "channels_last", "sync_bn",
                 "attack_gain", "knn_every", "knn_train", "knn_test")
@@ -57,7 +60,7 @@ def regime_words(cfg: dict) -> list:
 SHOWN = ("num_views", "preset", "replays", "pgd_steps", "attack_style", "clean_views", "clean_weight", "clean_apart",
          "anchor", "attack_tcr_coef", "eps", "alpha", *STYLE_PARTS, "attack_bn", "per_view_forward", "batch_size",
          "teacher", "teacher_identity",
-         *SCALE_KEYS)
+         *SCALE_KEYS, *DATA_KEYS)
 
 
 def script_config(method: str, regime: str, flags=()) -> dict:
@@ -83,6 +86,15 @@ def size_words(cfg: dict, ref: dict) -> list:
     return words + ([f"{cfg['subset']} train images"] if cfg.get("subset") else [])
 
 
+def data_words(cfg: dict) -> list:
+    """'64px images', then the views' side and the stem where they are not what the image size implies."""
+    words = [f"{cfg['image_size']}px images"] if cfg.get("image_size") not in (None, 32) else []
+    view = cfg.get("view_size") or cfg.get("image_size")
+    words += [f"{view}px views"] if view != (cfg.get("image_size") or view) else []
+    words += [f"{cfg['stem']} stem"] if cfg.get("stem") not in (None, "auto", default_stem(view or 32)) else []
+    return words + (["labelled images only"] if cfg.get("data") == "stl10" and not cfg.get("unlabeled") else [])
+
+
 def other_words(cfg: dict, ref: dict, method_cls) -> list:
     words = []
     if cfg["per_view_forward"] != method_cls.per_view_forward:
@@ -99,7 +111,7 @@ def alias(cfg: dict) -> str | None:
     candidates += [(row.flags, row.name) for row in OWN_ROWS if (row.method, row.preset, row.regime) == key]
     for flags, name in candidates:
         ref = script_config(cfg["method"], cfg["regime"], (*flags, "--preset", cfg["preset"]))
-        if all(k in SCALE_KEYS for k in differences(cfg, ref)):
+        if all(k in (*SCALE_KEYS, *DATA_KEYS) for k in differences(cfg, ref)):
             return name
     return None
 
@@ -112,7 +124,7 @@ def model_name(r: dict) -> str:
         return f"{cfg.get('method')} ({cfg.get('regime')})"
     ref = script_config(cfg["method"], cfg["regime"])
     unit = "crops" if cfg["preset"] == "crop" else "patches"
-    details = [f"{cfg['num_views']} {unit}", ", ".join(regime_words(cfg)), *size_words(cfg, ref),
+    details = [f"{cfg['num_views']} {unit}", ", ".join(regime_words(cfg)), *size_words(cfg, ref), *data_words(cfg),
                *other_words(cfg, ref, method_cls)]
     name = f"{cfg['preset'].capitalize()}-based {method_cls.display} ({', '.join(details)})"
     known = alias(cfg)

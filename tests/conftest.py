@@ -55,6 +55,28 @@ TINY = ["--width", "8", "--hidden-dim", "32", "--batch-size", "16", "--epochs", 
         "--channels-last", "off"]
 
 
+@pytest.fixture(scope="session")
+def script_run(tmp_path_factory, tiny_data):
+    """``script_run(method, regime)`` -> (run folder, CompletedProcess): the entry script's toy run, trained by
+    its command line once per test session (48 images, 2 epochs, 4 views, 2 replays or PGD steps)."""
+    from utils.config import entry_scripts
+
+    scripts = {key: script for key, (script, _) in entry_scripts().items()}
+    runs = {}
+
+    def run(method, regime):
+        if (method, regime) not in runs:
+            out = tmp_path_factory.mktemp(f"{method}-{regime}") / "run"
+            flags = {"--num-views": "4" if method == "empssl" else None, "--replays": "2" if regime == "free" else None,
+                     "--pgd-steps": "2" if regime == "pgd" else None}
+            proc = run_script(scripts[method, regime] + ".py", "--data-dir", tiny_data, "--subset", 48, "--out-dir",
+                              out, *TINY, *[arg for item in flags.items() if item[1] for arg in item])
+            runs[method, regime] = out, proc
+        return runs[method, regime]
+
+    return run
+
+
 def run_script(script, *args, timeout=240, check=True):
     """Run a top-level script (or ``-m module``) as a user would; returns the CompletedProcess."""
     import subprocess

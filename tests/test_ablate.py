@@ -120,22 +120,20 @@ def test_a_tables_name_shows_the_ablation_and_keeps_the_papers_name_for_the_pape
 
 def test_the_projects_own_row_trains_its_flags_and_is_named_in_tables(tmp_path):
     from utils.report import model_name
-    from utils.reproduce import SCALES, select_rows
+    from utils.reproduce import SCALES, build_parser, select_rows
     from utils.reproduce import train_argv as row_argv
 
     row = next(r for r in select_rows(None) if r.variant == "anchored")
     assert row.key == "crop-empssl-free-anchored" and not row.optional
 
-    class Args:
-        data, data_dir, seed, device, out = "cifar10", str(tmp_path), 0, "cpu", str(tmp_path)
-
-    cfg = parse_config(row.method, row.regime, None, row_argv(row, SCALES["small"], Args))[0]
+    args = build_parser().parse_args(["--data-dir", str(tmp_path), "--device", "cpu", "--out", str(tmp_path)])
+    cfg = parse_config(row.method, row.regime, None, row_argv(row, SCALES["small"], args))[0]
     assert cfg["clean_views"] == 4 and cfg["per_view_forward"] and cfg["epochs"] == 1
     assert model_name({"train_config": cfg}).endswith("= Anchored CF-AMC-SSL (ours)")
     cfg["clean_views"] = 2
     assert "Anchored" not in model_name({"train_config": cfg}) and "CF-AMC-SSL" not in model_name({"train_config": cfg})
     small = next(r for r in select_rows(None) if r.variant == "anchored-b50-m4")
-    cfg = parse_config(small.method, small.regime, None, row_argv(small, SCALES["small"], Args))[0]
+    cfg = parse_config(small.method, small.regime, None, row_argv(small, SCALES["small"], args))[0]
     assert (cfg["batch_size"], cfg["replays"]) == (50, 4)
     assert model_name({"train_config": cfg}).endswith("batch 50) = Anchored CF-AMC-SSL, batch 50, m=4 (ours)")
 

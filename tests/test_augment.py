@@ -408,7 +408,7 @@ def test_params_with_fields_off_and_validation():
     with pytest.raises(ValueError):
         aug.apply(make_image(2), full_params(3))
     for bad in (dict(method="byol"), dict(preset="tiles"), dict(scale=(0.5, 0.2)), dict(jitter=(0.4, 0.4, 0.4, 0.7)),
-                dict(grayscale_p=1.5), dict(size=4)):
+                dict(grayscale_p=1.5), dict(size=0)):
         kwargs = {"method": "empssl", "preset": "crop", **bad}
         with pytest.raises(ValueError):
             augment_for(2, kwargs.pop("method"), kwargs.pop("preset"), **kwargs)

@@ -64,6 +64,7 @@ def test_bench_cpu_path_times_every_layout_and_precision(capsys, tmp_path):
     from benchmarks import bench_cpu_path
 
     # width 8: the smoke scale's 4 is below what the CPU's channels-last kernels take
-    results = bench_cpu_path.main(["--scales", "smoke", "--width", "8", "--repeats", "1", "--out-dir", str(tmp_path)])
+    results = bench_cpu_path.main(["--scales", "smoke", "--width", "8", "--batch-size", "10", "--repeats", "1",
+                                   "--out-dir", str(tmp_path)])
     assert set(results["smoke"]) == set(bench_cpu_path.SETTINGS) and all(s > 0 for s in results["smoke"].values())
     assert "speed-up" in capsys.readouterr().out

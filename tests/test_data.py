@@ -77,8 +77,9 @@ def test_empty_imagefolder_and_wrong_size_and_corrupt_files(tmp_path):
     (tmp_path / "train" / "cat").mkdir(parents=True)
     with pytest.raises(UsageError, match="no image files"):
         load_dataset("imagefolder", tmp_path, train=True)
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "train" / "cat" / "a.png")
     Image.fromarray(np.zeros((40, 32, 3), np.uint8)).save(tmp_path / "train" / "cat" / "big.png")
-    with pytest.raises(UsageError, match="expected 32x32"):
+    with pytest.raises(UsageError, match=r"big.png is 32x40, .*a.png is 32x32; pass --image-size N"):
         load_dataset("imagefolder", tmp_path, train=True)
     (tmp_path / "train" / "cat" / "big.png").unlink()
     (tmp_path / "train" / "cat" / "bad.jpg").write_bytes(b"not a jpeg")

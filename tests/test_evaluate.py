@@ -284,19 +284,15 @@ def test_autoattack_cascade_runs_each_standard_attack_with_untouched_settings(mo
 
 
 @pytest.mark.parametrize("method,regime", sorted(SCRIPTS))
-def test_evaluation_of_each_scripts_checkpoint(tmp_path, tiny_data, method, regime):
-    views = ["--num-views", "2"] if method == "empssl" else []
-    extra = {"pgd": ["--pgd-steps", "1"], "free": ["--replays", "1"], "standard": []}[regime]
-    run_script(SCRIPTS[method, regime] + ".py", "--data-dir", tiny_data, "--subset", 32, *TINY, "--epochs", 1,
-               "--out-dir", tmp_path, *views, *extra)
-    evaluator = f"evaluate_{method}.py"
+def test_evaluation_of_each_scripts_checkpoint(script_run, tiny_data, capsys, method, regime):
+    tmp_path = script_run(method, regime)[0]
     options = {("empssl", "free"): ["--test-views", "2"],
                ("empssl", "pgd"): ["--protocol", "aff", "--train-steps", "1"],
                ("simclr", "pgd"): ["--protocol", "alf", "--train-steps", "1", "--features", "backbone"]}
     checkpoint = tmp_path if (method, regime) == ("simclr", "standard") else tmp_path / "last.pt"  # a run directory
-    proc = run_script(evaluator, "--checkpoint", checkpoint, "--device", "cpu", "--subset-train", 32,
-                      "--subset-test", 24, "--finetune-epochs", 1, "--pgd-steps", 2, "--batch-size", 10,
-                      *options.get((method, regime), []))
+    evaluate(method, [*map(str, ["--checkpoint", checkpoint, "--device", "cpu", "--subset-train", 32, "--subset-test",
+                                 24, "--finetune-epochs", 1, "--pgd-steps", 2, "--batch-size", 10]),
+                      *options.get((method, regime), [])])
     protocol, kind, views_used = {("simclr", "pgd"): ("alf", "backbone", 1), ("empssl", "pgd"): ("aff", "pre", 1),
                                   ("empssl", "free"): ("slf", "pre", 2)}.get((method, regime), ("slf", "pre", 1))
     stem = tmp_path / f"eval-{protocol}-{kind}-v{views_used}-last"
@@ -314,7 +310,7 @@ def test_evaluation_of_each_scripts_checkpoint(tmp_path, tiny_data, method, regi
     assert fitted["feature_kind"] == kind and fitted["head"]["weight"].shape == (10, dim)
     assert ("encoder" in fitted) == (protocol == "aff")
     assert result["settings"]["protocol"] == protocol
-    assert f"clean {result['clean']:.2f}" in proc.stdout
+    assert f"clean {result['clean']:.2f}" in capsys.readouterr().out
 
 
 def saved_accuracy(result, fitted_path, data_dir, images=None):

@@ -7,6 +7,7 @@ import pytest
 
 from experiments.labels import model_name
 from utils.config import parse_config
+from utils.evaluate import evaluate
 from utils.report import table
 
 from conftest import TINY, run_script
@@ -22,9 +23,9 @@ def test_runs_that_differ_in_one_setting_get_distinct_names(flag, value, word):
     assert name.endswith("= CF-AMC-SSL") == (flag in ("--hidden-dim", "--seed"))  # sizes and seeds keep the name
 
 
-def evaluate_run(run, tiny_data, *extra):
-    run_script("evaluate_empssl.py", "--checkpoint", run, "--device", "cpu", "--subset-train", 32, "--subset-test", 20,
-               "--finetune-epochs", 1, "--pgd-steps", 1, *extra)
+def evaluate_run(run, *extra):
+    evaluate("empssl", [*map(str, ["--checkpoint", run, "--device", "cpu", "--subset-train", 32, "--subset-test", 20,
+                                   "--finetune-epochs", 1, "--pgd-steps", 1, *extra])])
     return json.loads((run / "eval-slf-pre-v1-last.json").read_text())
 
 
@@ -33,7 +34,7 @@ def test_the_report_marks_an_unfinished_run_and_a_checkpoint_changed_since(tmp_p
     train = ["main_empssl_free_adv.py", "--data-dir", tiny_data, "--subset", 32, *TINY, "--num-views", 2,
              "--replays", 1, "--knn-every", 0, "--out-dir", run]
     run_script(*train, "--epochs", 2, "--time-limit", 0.001, check=False)  # stopped at its first read-back
-    result = evaluate_run(run, tiny_data)
+    result = evaluate_run(run)
     assert result["finished"] is False
     row = table([result]).splitlines()[2]
     assert "**unfinished**" in row and "changed" not in row and "| tmp" not in row and row.rstrip().endswith("/run |")
@@ -41,7 +42,7 @@ def test_the_report_marks_an_unfinished_run_and_a_checkpoint_changed_since(tmp_p
     row = table([result]).splitlines()[2]
     assert "**unfinished**" in row and "**checkpoint changed since**" in row
     (run / "eval-slf-pre-v1-last.json").rename(run / "stale.json")
-    again = evaluate_run(run, tiny_data)
+    again = evaluate_run(run)
     assert again["finished"] is True and "**" not in table([again]).splitlines()[2]
 
 
@@ -72,18 +73,18 @@ def test_reproduce_refuses_a_bad_data_folder_before_any_row(tmp_path):
 def test_rows_asked_later_add_to_the_table_never_shrink_it(tmp_path):
     from experiments.runner import RESULT
     from experiments.scales import SCALES
-    from utils.reproduce import all_rows, write_results
+    from utils.reproduce import all_rows, build_parser, write_results
     from utils.run import write_json
 
-    class Args:
-        scale, data, data_dir, seed, device, out = "small", "imagefolder", str(tmp_path), 0, "cpu", str(tmp_path)
+    args = build_parser().parse_args(["--data", "imagefolder", "--data-dir", str(tmp_path), "--device", "cpu",
+                                      "--out", str(tmp_path)])
 
     rows = {r.key: r for r in all_rows()}
     for key in ("crop-empssl-free", "crop-simclr-free"):
         (tmp_path / key).mkdir()
         write_json(tmp_path / key / RESULT, {"method": key.split("-")[1], "regime": "free", "clean": 40.0,
                                              "pgd": {"4/255": 20.0, "8/255": 10.0}, "n_test": 1000})
-    write_results([rows["crop-empssl-free"]], SCALES["small"], Args, {})
+    write_results([rows["crop-empssl-free"]], SCALES["small"], args, {})
     text = (tmp_path / "results.md").read_text()
     assert "SimCLR" in text and "EMP-SSL" in text  # the row asked, and the row an earlier call finished
 

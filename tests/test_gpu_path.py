@@ -19,7 +19,7 @@ def free_trainer(tmp_path, tiny_data, *extra):
     return Trainer(cfg, given)
 
 
-@pytest.mark.parametrize("extra", [(), ("--precision", "bf16", "--channels-last", "on", "--width", "16")])
+@pytest.mark.parametrize("extra", [(), ("--precision", "bf16", "--channels-last", "on")])
 def test_a_training_step_reads_nothing_back_to_the_host(tmp_path, tiny_data, monkeypatch, extra):
     """On a GPU each of these would wait for the device; a training step uses none."""
     t = free_trainer(tmp_path, tiny_data, "--log-every", "100", *extra)
@@ -80,13 +80,17 @@ def test_channels_last_auto_is_chosen_once_by_a_probe_that_leaves_the_random_str
     assert resolve_channels_last({**t.cfg, "channels_last": "off"}, t.device) == "off"
 
 
-def test_below_width_8_the_cpu_trains_contiguous_without_a_probe(monkeypatch):
+def test_below_its_least_width_the_cpu_trains_contiguous_without_a_probe(monkeypatch):
     import utils.train
     from utils.errors import UsageError
 
     monkeypatch.setattr(utils.train, "layout_seconds", lambda *a: pytest.fail("probed a layout it must not use"))
     cpu = torch.device("cpu")
-    assert utils.train.resolve_channels_last({"width": 8, "channels_last": "auto"}, cpu) == "off"
-    with pytest.raises(UsageError, match="--width 16"):
-        utils.train.resolve_channels_last({"width": 8, "channels_last": "on"}, cpu)
-    assert utils.train.resolve_channels_last({"width": 16, "channels_last": "on"}, cpu) == "on"
+    for width, view_size in ((4, 32), (8, 48), (8, 96)):
+        cfg = {"width": width, "view_size": view_size}
+        assert utils.train.resolve_channels_last({**cfg, "channels_last": "auto"}, cpu) == "off"
+        with pytest.raises(UsageError, match=f"--width {8 if view_size == 32 else 12} or more .* at {view_size}px"):
+            utils.train.resolve_channels_last({**cfg, "channels_last": "on"}, cpu)
+    for width, view_size in ((8, 32), (12, 64), (16, 96)):
+        cfg = {"width": width, "view_size": view_size, "channels_last": "on"}
+        assert utils.train.resolve_channels_last(cfg, cpu) == "on"

@@ -13,6 +13,7 @@ import utils.run as run_module
 import utils.rundir as rundir_module
 from utils.checkpoint import load_checkpoint, save_checkpoint
 from utils.errors import UsageError
+from utils.evaluate import evaluate
 from utils.run import append_jsonl, read_jsonl, write_json
 
 from conftest import ROOT, TINY, run_script
@@ -24,6 +25,14 @@ def one_line_error(proc, code=2):
     lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
     assert len(lines) == 1, proc.stderr
     return lines[0]
+
+
+def usage_error(fn, *args) -> str:
+    """The one-line UsageError that ``fn(*args)`` raises, which the entry scripts print as their only line."""
+    with pytest.raises(UsageError) as raised:
+        fn(*args)
+    assert "\n" not in str(raised.value), str(raised.value)
+    return str(raised.value)
 
 
 def test_resume_gives_bit_identical_weights(tmp_path, tiny_data):
@@ -131,8 +140,7 @@ def test_malicious_checkpoint_is_refused_and_its_code_does_not_run(tmp_path):
     with pytest.raises(UsageError, match="refusing to load"):
         load_checkpoint(path)
     assert not marker.exists()
-    proc = run_script("evaluate_empssl.py", "--checkpoint", path, "--device", "cpu", check=False)
-    assert "refusing to load" in one_line_error(proc)
+    assert "refusing to load" in usage_error(evaluate, "empssl", ["--checkpoint", str(path), "--device", "cpu"])
     assert not marker.exists()
 
 
@@ -142,12 +150,12 @@ def test_truncated_and_foreign_checkpoints(tmp_path, tiny_data):
     (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
     (tmp_path / "text.pt").write_text("hello")
     torch.save([1, 2, 3], tmp_path / "list.pt")
+    one_line_error(run_script("evaluate_simclr.py", "--checkpoint", tmp_path / "cut.pt", "--device", "cpu",
+                              check=False))  # as a user sees it: one line, no traceback
     for name in ("cut.pt", "text.pt", "list.pt", "missing.pt"):
-        proc = run_script("evaluate_simclr.py", "--checkpoint", tmp_path / name, "--device", "cpu", check=False)
-        one_line_error(proc)
-    line = one_line_error(run_script("evaluate_empssl.py", "--checkpoint", tmp_path / "last.pt", "--device", "cpu",
-                                     check=False))
-    assert "evaluate_simclr.py" in line
+        assert name in usage_error(evaluate, "simclr", ["--checkpoint", str(tmp_path / name), "--device", "cpu"])
+    assert "evaluate_simclr.py" in usage_error(evaluate, "empssl", ["--checkpoint", str(tmp_path / "last.pt"),
+                                                                    "--device", "cpu"])
 
 
 @pytest.mark.parametrize("case", ["missing_dir", "empty_dir", "unwritable_out", "cuda"])

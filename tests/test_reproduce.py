@@ -12,8 +12,9 @@ import pytest
 
 import utils.reproduce as reproduce_module
 from experiments.runner import RESULT
+from utils.checkpoint import load_checkpoint
 from utils.errors import UsageError
-from utils.reproduce import SCALES, all_rows, reproduce, run_row, select_rows, train_argv, write_results
+from utils.reproduce import SCALES, all_rows, build_parser, reproduce, run_row, select_rows, train_argv, write_results
 from utils.run import append_jsonl, read_jsonl, write_json
 
 from conftest import ROOT, run_script
@@ -25,8 +26,8 @@ def table_rows(path):
 
 # Both methods, every regime (distill with its teacher stage), both presets and one of the project's own rows; the
 # dry run's test checks every row's commands, test_train every script's run.
-SMOKE_ROWS = ["crop-simclr-pgd", "patch-empssl-free", "crop-empssl-standard", "crop-empssl-free-anchored",
-              "crop-empssl-distill-b50-m1"]
+# A row of each regime: PGD, free (patches), and the distilled row, whose teacher is a standard run.
+SMOKE_ROWS = ["crop-simclr-pgd", "patch-empssl-free", "crop-empssl-distill-b50-m1"]
 
 
 def test_smoke_table_trains_evaluates_and_reports_each_row_once(tmp_path, tiny_data):
@@ -36,7 +37,8 @@ def test_smoke_table_trains_evaluates_and_reports_each_row_once(tmp_path, tiny_d
     rows = select_rows(SMOKE_ROWS)
     n = len(rows)
     assert not any(r.optional for r in rows) and f"row {n}/{n}" in first.stdout
-    assert {r.regime for r in rows} == {"standard", "pgd", "free", "distill"}
+    assert {r.regime for r in rows} == {"pgd", "free", "distill"}
+    assert load_checkpoint(tmp_path / "crop-empssl-distill-b50-m1" / "teacher" / "last.pt")["regime"] == "standard"
     lines = table_rows(tmp_path / "results.md")
     assert len(lines) == n
     for row, line in zip(rows, lines):  # each row shows what its own evaluation measured
@@ -57,10 +59,8 @@ def test_smoke_table_trains_evaluates_and_reports_each_row_once(tmp_path, tiny_d
 def test_a_row_killed_mid_training_resumes(tmp_path, tiny_data):
     row = next(r for r in all_rows() if r.key == "crop-empssl-free")
 
-    class Args:
-        data, data_dir, seed, device, out = "cifar10", str(tiny_data), 0, "cpu", str(tmp_path)
-
-    argv = train_argv(row, SCALES["smoke"], Args)
+    args = build_parser().parse_args(["--data-dir", str(tiny_data), "--device", "cpu", "--out", str(tmp_path)])
+    argv = train_argv(row, SCALES["smoke"], args)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, str(ROOT / f"{row.script}.py"), *argv], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -108,11 +108,9 @@ def test_results_table_has_every_measure_the_paper_columns_and_no_local_paths(tm
     for epoch, knn in ((1, 30.0), (2, 33.6)):
         append_jsonl(done / "train" / "metrics.jsonl", {"epoch": epoch, "knn": knn})
 
-    class Args:
-        scale, data, data_dir, seed, device = "small", "imagefolder", str(tmp_path / "cifar10-jpeg"), 0, "cpu"
-        out = str(tmp_path / "out")
-
-    write_results(rows, SCALES["small"], Args, {"crop-simclr-pgd": "failed (exit 1)"})
+    args = build_parser().parse_args(["--data", "imagefolder", "--data-dir", str(tmp_path / "cifar10-jpeg"),
+                                      "--device", "cpu", "--out", str(tmp_path / "out")])
+    write_results(rows, SCALES["small"], args, {"crop-simclr-pgd": "failed (exit 1)"})
     text = (tmp_path / "out" / "results.md").read_text()
     lines = table_rows(tmp_path / "out" / "results.md")
     cells = {line.split("|")[1].strip(): [c.strip() for c in line.strip().strip("|").split("|")] for line in lines}
@@ -160,12 +158,10 @@ def test_the_isolated_variants_are_optional_rows_that_train_with_the_isolated_st
     assert len(paper_pgd) == 4 and all(rows[f"{k}-isolated"].optional for k in paper_pgd)
     assert not any(r.optional for r in select_rows(None)) and select_rows(["crop-empssl-pgd-isolated"])
 
-    class Args:
-        data, data_dir, seed, device, out = "cifar10", str(tmp_path), 0, "cpu", str(tmp_path)
-
+    args = build_parser().parse_args(["--data-dir", str(tmp_path), "--device", "cpu", "--out", str(tmp_path)])
     from utils.train import parse_config
 
     for key, style in (("crop-empssl-pgd", "original"), ("crop-empssl-pgd-isolated", "isolated")):
         row = rows[key]
-        cfg = parse_config(row.method, row.regime, None, train_argv(row, SCALES["small"], Args))[0]
+        cfg = parse_config(row.method, row.regime, None, train_argv(row, SCALES["small"], args))[0]
         assert cfg["attack_style"] == style and cfg["out_dir"].endswith(f"{key}/train")

@@ -167,3 +167,21 @@ def test_a_cifar_encoder_transfers_to_stl10_at_32x32_under_its_own_result_name(t
     assert result["trained_on"]["name"] == "cifar10" and result["n_test"] == 30
     assert (tmp_path / "run" / "eval-slf-pre-v1-last-on-stl10-32px.json").is_file()
     assert not (tmp_path / "run" / "eval-slf-pre-v1-last.json").exists()
+
+
+def test_a_row_on_other_image_sizes_keeps_the_papers_name_and_says_its_sizes():
+    from experiments.labels import model_name
+
+    def name(**sizes):
+        return model_name({"method": "empssl", "regime": "free",
+                           "train_config": {"preset": "crop", "num_views": 16, "epochs": 1, **sizes}})
+
+    assert name() == "Crop-based EMP-SSL (16 crops, m=3 free, 1 epoch) = CF-AMC-SSL"
+    assert name(image_size=32, view_size=32, stem="cifar") == name()
+    assert name(image_size=64, view_size=64, stem="cifar") == (
+        "Crop-based EMP-SSL (16 crops, m=3 free, 1 epoch, 64px images) = CF-AMC-SSL")
+    assert name(image_size=96, view_size=64, stem="imagenet", data="stl10", unlabeled=False) == (
+        "Crop-based EMP-SSL (16 crops, m=3 free, 1 epoch, 96px images, 64px views, imagenet stem, "
+        "labelled images only) = CF-AMC-SSL")
+    assert name(image_size=96, view_size=96, stem="imagenet", data="stl10", unlabeled=True).endswith(
+        "(16 crops, m=3 free, 1 epoch, 96px images) = CF-AMC-SSL")

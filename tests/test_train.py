@@ -17,21 +17,16 @@ SCRIPT_DEFAULTS = {"epochs": 2, "batch_size": 16, "num_views": 4}
 
 
 @pytest.mark.parametrize("method,regime", sorted(SCRIPTS))
-def test_every_script_trains_end_to_end_and_leaves_a_loadable_checkpoint(tmp_path, tiny_data, method, regime):
-    script = SCRIPTS[method, regime] + ".py"
-    views = ["--num-views", "4"] if method == "empssl" else []
-    replays = ["--replays", "2"] if regime == "free" else []
-    steps = ["--pgd-steps", "2"] if regime == "pgd" else []
-    proc = run_script(script, "--data-dir", tiny_data, "--subset", 48, "--out-dir", tmp_path / "run", *TINY, *views,
-                      *replays, *steps)
+def test_every_script_trains_end_to_end_and_leaves_a_loadable_checkpoint(script_run, method, regime):
+    run, proc = script_run(method, regime)
     assert "epoch 2/2" in proc.stdout
-    ckpt = load_checkpoint(tmp_path / "run" / "last.pt")
+    ckpt = load_checkpoint(run / "last.pt")
     assert (ckpt["method"], ckpt["regime"], ckpt["epoch"]) == (method, regime, 2)
     assert ckpt["config"]["width"] == 8 and ckpt["train_seconds"] > 0
     assert ckpt["step"] == 2 * 3 * (2 if regime == "free" else 1)  # 48 images / 16 = 3 steps, replays counted
-    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1, 2] and all(math.isfinite(r["loss"]) for r in records)
-    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    config = json.loads((run / "config.json").read_text())
     assert config["method"] == method and config["subset"] == 48
     if regime == "free":
         assert len(ckpt["regime_state"]) == 1 and ckpt["regime_state"][0]["delta"].abs().max() > 0

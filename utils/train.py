@@ -26,6 +26,9 @@ from .optim import LARS, cosine_lr
 from .run import resolve_device
 from .rundir import RunDir
 
+# Where a run is: saved in every checkpoint, restored on resume.
+PROGRESS = ("epoch", "batch_in_epoch", "step", "train_seconds")
+
 
 class Trainer:
     def __init__(self, cfg, given, images=None, labels=None):
@@ -64,16 +67,15 @@ class Trainer:
     def _restore(self, state):
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.epoch, self.batch_in_epoch, self.step = state["epoch"], state["batch_in_epoch"], state["step"]
-        self.train_seconds = state["train_seconds"]
+        for key in PROGRESS:
+            setattr(self, key, state[key])
         self.regime.load_state_dict(state["regime_state"][self.rank])
         self.run_dir.restore_rng(self.device)
 
     def checkpoint(self, names=("last.pt",)):
         state = {"method": self.cfg["method"], "regime": self.cfg["regime"],
                  "model": clean_state_dict(self.model.state_dict()), "optimizer": self.optimizer.state_dict(),
-                 "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "step": self.step,
-                 "train_seconds": self.train_seconds, "config": dict(self.cfg)}
+                 **{key: getattr(self, key) for key in PROGRESS}, "config": dict(self.cfg)}
         self.run_dir.save(state, self.regime.state_dict(), self.device, names)
 
     def autocast(self):
@@ -182,17 +184,20 @@ class Trainer:
 # PyTorch's CPU backward in channels-last corrupts the heap at narrow widths: measured with torch 2.14.1 on an AVX2
 # AMD EPYC, an abort, a segfault or a hang, with one thread or two, at width 4 on 32x32 views and at width 8 on
 # 48x48 views and larger (width 8 at 32x32 and widths 12 to 32 up to 128x128 ran).
-CPU_CHANNELS_LAST_MIN_WIDTH = 16
+def cpu_channels_last_min_width(view_size: int) -> int:
+    """The narrowest ResNet whose channels-last backward ran on the CPU at ``view_size`` x ``view_size`` views."""
+    return 8 if view_size <= 32 else 12
 
 
 def resolve_channels_last(cfg: dict, device) -> str:
     """--channels-last auto as 'on' or 'off', once, when a run starts (a resumed run keeps it): on CUDA on; on the
     CPU the layout a probe of this run's encoder measures faster (machines differ: AMX makes channels-last faster
     on recent Intel Xeons). The probe leaves every random stream as it was; rank 0's choice holds for every rank."""
-    if device.type == "cpu" and cfg["width"] < CPU_CHANNELS_LAST_MIN_WIDTH:
+    least = cpu_channels_last_min_width(cfg["view_size"])
+    if device.type == "cpu" and cfg["width"] < least:
         if cfg["channels_last"] == "on":
-            raise UsageError(f"--channels-last on needs --width {CPU_CHANNELS_LAST_MIN_WIDTH} or more on the CPU: "
-                             f"PyTorch's CPU kernel corrupts memory there; use --channels-last off")
+            raise UsageError(f"--channels-last on needs --width {least} or more on the CPU at {cfg['view_size']}px "
+                             f"views: PyTorch's CPU kernel corrupts memory there; use --channels-last off")
         return "off"
     if cfg["channels_last"] != "auto":
         return cfg["channels_last"]
