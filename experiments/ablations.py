@@ -35,6 +35,8 @@ ABLATIONS = (
     Ablation("pgd-isolated-invariance-attack", "empssl", "pgd", (*ISO, "--attack-tcr-coef", "0")),
     Ablation("pgd-isolated-2-views", "empssl", "pgd", (*ISO, "--num-views", "2")),
     Ablation("pgd-isolated-tcr-coef-0.25", "empssl", "pgd", (*ISO, "--tcr-coef", "0.25")),
+    Ablation("pgd-isolated-z-dim-128", "empssl", "pgd", (*ISO, "--z-dim", "128")),
+    Ablation("pgd-isolated-ntxent", "empssl", "pgd", (*ISO, "--invariance", "ntxent", "--tcr-coef", "0")),
     Ablation("simclr-pgd-isolated", "simclr", "pgd", ISO),
     Ablation("simclr-pgd-isolated-joint-bn", "simclr", "pgd", (*ISO, "--no-per-view-forward")),
     Ablation("simclr-pgd-isolated-batch-100", "simclr", "pgd", (*ISO, "--batch-size", "100")),

@@ -169,6 +169,33 @@ def test_an_invariance_only_attack_maximises_the_invariance_term_alone(tmp_path,
         make_trainer(tmp_path / "free", tiny_data, "empssl", "free", "--attack-tcr-coef", "0")
 
 
+def test_ntxent_over_the_views_replaces_the_invariance_in_the_attack_and_the_training_step(tmp_path, tiny_data):
+    from losses import multiview_nt_xent, total_coding_rate
+
+    def ntxent_objective(m, x):
+        z = m(x).view(3, B, -1)
+        return multiview_nt_xent(z, 0.2) - 0.5 * total_coding_rate(z, 0.2).mean()
+
+    flags = ("--pgd-steps", str(STEPS), "--attack-style", "isolated", "--invariance", "ntxent",
+             "--ntxent-temperature", "0.2", "--tcr-coef", "0.5")
+    t = make_trainer(tmp_path, tiny_data, "empssl", "pgd", *flags)
+    views = float64_views(t)
+    model = copy.deepcopy(t.model)
+    t.regime.step(views)
+    attacker, opt = copy.deepcopy(model), LARS(model.parameters(), 0.3, 0.9, 1e-4, 0.005)
+    delta = torch.zeros_like(views, requires_grad=True)
+    for _ in range(STEPS):
+        ntxent_objective(attacker, views + delta).backward()
+        ascend(delta, views)
+    opt.zero_grad()
+    ntxent_objective(model, (views + delta).detach()).backward()
+    opt.step()
+    assert_states_close(t.model.state_dict(), model.state_dict())
+    with pytest.raises(UsageError, match="--invariance ntxent"):
+        make_trainer(tmp_path / "anchored", tiny_data, "empssl", "free", "--invariance", "ntxent", "--clean-views",
+                     "1", "--anchor", "clean")
+
+
 def test_the_paper_scripts_default_to_the_original_style_and_generic_runs_to_isolated():
     assert parse_config("empssl", "pgd", None, [])[0]["attack_style"] == "original"
     assert parse_config("simclr", "pgd", None, [])[0]["attack_style"] == "original"

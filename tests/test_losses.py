@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from losses import empssl_loss, invariance, nt_xent, total_coding_rate
+from losses import empssl_loss, invariance, multiview_nt_xent, nt_xent, total_coding_rate
 
 
 def naive_tcr(z, eps):
@@ -64,6 +64,29 @@ def test_nt_xent_equals_naive_loop(t):
     torch.manual_seed(1)
     z1, z2 = torch.randn(6, 16), torch.randn(6, 16)
     assert nt_xent(z1, z2, t).item() == pytest.approx(naive_nt_xent(z1, z2, t), rel=1e-5)
+
+
+def naive_multiview_nt_xent(z, t):
+    """Each anchor against each of its positives, one by one, in float64."""
+    v, b, _ = z.shape
+    flat = F.normalize(z.reshape(v * b, -1).double(), dim=1)
+    terms = []
+    for a in range(v * b):
+        others = [k for k in range(v * b) if k != a]
+        log_denominator = math.log(sum(math.exp(float(flat[a] @ flat[k]) / t) for k in others))
+        terms += [log_denominator - float(flat[a] @ flat[p]) / t for p in others if p % b == a % b]
+    return sum(terms) / len(terms)
+
+
+@pytest.mark.parametrize("views", [3, 5])
+def test_multiview_nt_xent_equals_naive_loop_and_is_nt_xent_for_two_views(views):
+    torch.manual_seed(2)
+    z = torch.randn(views, 4, 8)
+    assert multiview_nt_xent(z, 0.2).item() == pytest.approx(naive_multiview_nt_xent(z, 0.2), rel=1e-5)
+    pair = torch.randn(2, 6, 16)
+    assert multiview_nt_xent(pair, 0.07).item() == pytest.approx(nt_xent(pair[0], pair[1], 0.07).item(), rel=1e-6)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert multiview_nt_xent(z.bfloat16(), 0.2).dtype == torch.float32
 
 
 def test_nt_xent_closed_forms():

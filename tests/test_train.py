@@ -144,3 +144,19 @@ def test_knn_monitor_rises_above_chance_and_leaves_training_unchanged(tmp_path, 
     assert all("knn" not in r for r in records)
     for k, v in plain.model.state_dict().items():
         assert torch.equal(v, watched.model.state_dict()[k]), k
+
+
+def test_z_dim_sizes_the_projector_and_evaluation_rebuilds_it(tmp_path, tiny_data):
+    from utils.config import resolve_saved
+    from utils.evaluate import load_encoder
+
+    argv = ["--data-dir", str(tiny_data), "--subset", "32", "--out-dir", str(tmp_path), *TINY, "--knn-every", "0",
+            "--num-views", "2", "--z-dim", "24"]
+    cfg, given, _ = parse_config("empssl", "free", None, argv)
+    t = Trainer(cfg, given)
+    assert t.model.projection[-1].out_features == 24 and t.model(t.augment(t.images[:4])).shape == (8, 24)
+    t.checkpoint()
+    encoder, meta = load_encoder(tmp_path / "last.pt", "empssl")
+    assert encoder.projection[-1].out_features == 24 and meta["config"]["z_dim"] == 24
+    saved = {k: v for k, v in cfg.items() if k != "z_dim"}  # a run saved before --z-dim: the method's size
+    assert resolve_saved(saved)["z_dim"] == 1024 and parse_config("simclr", "free", None, [])[0]["z_dim"] == 128

@@ -10,8 +10,9 @@ from dataclasses import dataclass
 import torch
 
 from attacks import eval_bn, frozen_bn_stats
+from losses import invariance, multiview_nt_xent, total_coding_rate
 
-from .cli import nonneg_float
+from .cli import nonneg_float, positive_float
 from .errors import UsageError
 from .methods import METHODS
 from .regimes import REGIMES, Adversarial
@@ -39,6 +40,12 @@ def add_flags(g, method: str, regime: str) -> None:
         g.add_argument("--anchor", choices=("all", "clean"), default="all",
                        help="what the invariance pulls each view to: the mean of all its image's views, or of the "
                             "views an adversary leaves clean (--clean-views)")
+        g.add_argument("--invariance", choices=("cosine", "ntxent"), default="cosine",
+                       help="the term that pulls an image's views together: EMP-SSL's cosine to their mean (weighted "
+                            "--inv-coef), or NT-Xent over all the views (weight 1; each view's positives are the other "
+                            "views of its image, as SimCLR's over 2)")
+        g.add_argument("--ntxent-temperature", type=positive_float, default=0.07,
+                       help="the temperature of --invariance ntxent (SimCLR's default)")
         g.add_argument("--attack-tcr-coef", type=nonneg_float, default=None,
                        help="weight of the TCR term in what a PGD attack maximises (default: --tcr-coef; 0: the "
                             "attack moves only the invariance, a per-image term)")
@@ -162,6 +169,17 @@ class CleanAnchor:
         return self.cfg["clean_views"]
 
 
+class NTXentInvariance:
+    """``--invariance ntxent``: NT-Xent over all the views in place of EMP-SSL's invariance term (the cosine to the
+    views' mean stays the logged ``invariance``, a monitor)."""
+
+    def loss(self, z, tcr_coef=None):
+        tcr_coef = self.cfg["tcr_coef"] if tcr_coef is None else tcr_coef
+        tcr = total_coding_rate(z, self.cfg["tcr_eps"]).mean()
+        loss = multiview_nt_xent(z, self.cfg["ntxent_temperature"]) - tcr_coef * tcr
+        return loss, [invariance(z).detach(), tcr.detach()]
+
+
 class AttackTCR:
     """``--attack-tcr-coef``: the PGD attack maximises EMP-SSL's loss with its own TCR weight."""
 
@@ -187,6 +205,7 @@ REGIME_SWITCHES = (
 METHOD_SWITCHES = (
     Switch(CleanApart, lambda cfg: cfg["clean_apart"], "--clean-apart"),
     Switch(CleanAnchor, lambda cfg: cfg.get("anchor") == "clean", "--anchor clean"),
+    Switch(NTXentInvariance, lambda cfg: cfg.get("invariance") == "ntxent"),
     Switch(AttackTCR, _attack_tcr_changed),
 )
 
@@ -210,6 +229,8 @@ def method_class(cfg: dict) -> type:
         if switch.needs_clean_views and switch.active(cfg) and not cfg["clean_views"]:
             raise UsageError(f"{switch.needs_clean_views} needs views an adversary leaves clean: add --clean-views K "
                              f"(K >= 1) in an adversarial regime")
+    if cfg.get("invariance") == "ntxent" and cfg.get("anchor") == "clean":
+        raise UsageError("--anchor clean moves the cosine invariance's target; --invariance ntxent has none: drop one")
     if _attack_tcr_changed(cfg) and cfg["regime"] != "pgd":
         raise UsageError("--attack-tcr-coef weighs TCR in the PGD attack's objective; the other regimes have no "
                          "attack of their own: drop it or train with main_empssl_adv.py")

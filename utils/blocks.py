@@ -10,9 +10,9 @@ MIN_VIEW_SIZE = 8
 
 
 def encoder_for(method: str, arch: str = "resnet18", width: int = 64, hidden_dim: int = 4096,
-                stem: str = "cifar") -> Encoder:
-    """``models.build_encoder`` with the method's embedding size."""
-    return build_encoder(METHODS.lookup(method).z_dim, arch, width, hidden_dim, stem)
+                stem: str = "cifar", z_dim: int | None = None) -> Encoder:
+    """``models.build_encoder`` with the method's embedding size (``z_dim``, when given, instead)."""
+    return build_encoder(z_dim or METHODS.lookup(method).z_dim, arch, width, hidden_dim, stem)
 
 
 def augment_settings(method: str, **overrides) -> dict:
@@ -61,4 +61,4 @@ def run_augment(cfg: dict, num_views: int | None = None) -> MultiViewAugment:
 
 def run_encoder(cfg: dict) -> Encoder:
     """A fresh encoder of a training run's method, architecture, sizes and stem."""
-    return encoder_for(cfg["method"], cfg["arch"], cfg["width"], cfg["hidden_dim"], cfg["stem"])
+    return encoder_for(cfg["method"], cfg["arch"], cfg["width"], cfg["hidden_dim"], cfg["stem"], cfg["z_dim"])

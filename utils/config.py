@@ -69,6 +69,8 @@ def build_parser(method: str, regime: str, defaults: dict) -> Parser:
     g.add_argument("--arch", choices=sorted(ARCHS), default="resnet18")
     g.add_argument("--width", type=positive_int, default=64, help="base channels (64 = ResNet-18)")
     g.add_argument("--hidden-dim", type=positive_int, default=4096, help="projector hidden size")
+    g.add_argument("--z-dim", type=positive_int, default=None,
+                   help=f"embedding size, the projector's output (default: {method_cls.display}'s, {method_cls.z_dim})")
     g.add_argument("--stem", choices=("auto", *STEMS), default="auto",
                    help="cifar: 3x3 stride-1 convolution; imagenet: 7x7 stride 2 + max-pool (auto: cifar up to 64x64 "
                         "views, imagenet above)")
@@ -174,6 +176,8 @@ def complete(cfg: dict) -> dict:
     number, the views an adversary leaves clean (the method's), and the ablations' own."""
     method = METHODS.lookup(cfg["method"])
     cfg.setdefault("num_views", method.views)
+    if cfg.get("z_dim") is None:
+        cfg["z_dim"] = method.z_dim
     if cfg.get("clean_views") is None:
         cfg["clean_views"] = method.clean_views
     if cfg["clean_views"] >= cfg["num_views"]:

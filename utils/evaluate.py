@@ -179,7 +179,7 @@ def load_encoder(path, method: str):
     cfg = ckpt["config"] = resolve_saved(ckpt["config"])
     if cfg["arch"] not in ARCHS:
         raise UsageError(f"{path} uses architecture {cfg['arch']!r}, which this project does not build")
-    encoder = encoder_for(method, cfg["arch"], cfg["width"], cfg["hidden_dim"], cfg["stem"])
+    encoder = encoder_for(method, cfg["arch"], cfg["width"], cfg["hidden_dim"], cfg["stem"], cfg["z_dim"])
     try:
         encoder.load_state_dict(state)
     except RuntimeError as e:
