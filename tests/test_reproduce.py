@@ -165,3 +165,15 @@ def test_the_isolated_variants_are_optional_rows_that_train_with_the_isolated_st
         row = rows[key]
         cfg = parse_config(row.method, row.regime, None, train_argv(row, SCALES["small"], args))[0]
         assert cfg["attack_style"] == style and cfg["out_dir"].endswith(f"{key}/train")
+
+
+def test_the_header_says_how_the_papers_settings_were_carried_to_other_data():
+    from utils.reproduce import carried_over
+
+    def words(*flags):
+        return carried_over(build_parser().parse_args(["--out", "x", *flags]))
+
+    assert words() == ""
+    assert words("--data", "imagefolder").endswith("carried over unchanged to imagefolder at images of their own size.")
+    assert words("--data", "stl10", "--image-size", "64", "--view-size", "48").endswith(
+        "to stl10 at 64x64 images, cut into 48x48 views.")

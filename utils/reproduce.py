@@ -212,8 +212,8 @@ def results_header(scale, args, done) -> list:
 def carried_over(args) -> str:
     if args.data == "cifar10" and not (args.image_size or args.view_size):
         return ""
-    sizes = f" at {args.image_size or 'their own'}-pixel images" + (f", {args.view_size}-pixel views"
-                                                                    if args.view_size else "")
+    images = f"{args.image_size}x{args.image_size} images" if args.image_size else "images of their own size"
+    sizes = f" at {images}" + (f", cut into {args.view_size}x{args.view_size} views" if args.view_size else "")
     return (f" Every row keeps the paper's CIFAR-10 settings (epochs, batch, views, radii, learning rates), carried "
             f"over unchanged to {args.data}{sizes}.")
 
