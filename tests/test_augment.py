@@ -222,6 +222,23 @@ def test_presets_are_fractions_of_the_image_and_the_blur_keeps_its_13_taps_at_32
         assert area.min() >= 0.07 and area.max() <= 1
 
 
+# Sums of the 48 views (and of the views weighted by their row) that the views of 32x32 images had before the
+# presets became fractions of the image (measured with that version's code, bit-identical then on one CPU).
+VIEWS_BEFORE_FRACTIONS = {("empssl", "crop"): (68912.34599638873, 1604031.1190501628),
+                          ("empssl", "patch"): (69050.53957627127, 1602673.3170431582),
+                          ("simclr", "crop"): (71664.44986687432, 1669470.8791748744)}
+
+
+@pytest.mark.parametrize("method,preset", sorted(VIEWS_BEFORE_FRACTIONS))
+def test_32x32_views_are_those_of_the_version_before_views_were_fractions_of_the_image(method, preset):
+    images = torch.randint(0, 256, (3, 3, 32, 32), generator=torch.Generator().manual_seed(5), dtype=torch.uint8)
+    views = augment_for(16, method, preset)(images, generator=torch.Generator().manual_seed(11)).double()
+    rows = torch.arange(len(views), dtype=torch.float64).view(-1, 1, 1, 1)
+    total, weighted = VIEWS_BEFORE_FRACTIONS[method, preset]
+    assert views.sum().item() == pytest.approx(total, rel=1e-6)
+    assert (views * rows).sum().item() == pytest.approx(weighted, rel=1e-6)
+
+
 # ----- the random parameters follow torchvision's distributions ---------------------------------------------
 @pytest.mark.parametrize("scale,ratio,size", [((0.08, 1.0), (3 / 4, 4 / 3), (32, 32)),
                                               ((0.5, 1.0), (0.25, 4.0), (32, 32)),
