@@ -147,6 +147,19 @@ def test_each_part_of_the_original_step_switches_alone(tmp_path, tiny_data, flag
     assert all(PART_WORDS[value] in label for value in flags[3::2])  # the label names each departure
 
 
+def isolated_step_on(model, views, attack_objective, training_objective):
+    """The textbook PGD step transcribed with objectives of its own: the attack on a copy maximises
+    ``attack_objective(net, x)``, then one LARS step on ``training_objective`` at the perturbed views."""
+    attacker, opt = copy.deepcopy(model), LARS(model.parameters(), 0.3, 0.9, 1e-4, 0.005)
+    delta = torch.zeros_like(views, requires_grad=True)
+    for _ in range(STEPS):
+        attack_objective(attacker, views + delta).backward()
+        ascend(delta, views)
+    opt.zero_grad()
+    training_objective(model, (views + delta).detach()).backward()
+    opt.step()
+
+
 def test_an_invariance_only_attack_maximises_the_invariance_term_alone(tmp_path, tiny_data):
     from losses.invariance import invariance
 
@@ -155,14 +168,8 @@ def test_an_invariance_only_attack_maximises_the_invariance_term_alone(tmp_path,
     views = float64_views(t)
     model = copy.deepcopy(t.model)
     t.regime.step(views)
-    attacker, opt = copy.deepcopy(model), LARS(model.parameters(), 0.3, 0.9, 1e-4, 0.005)
-    delta = torch.zeros_like(views, requires_grad=True)
-    for _ in range(STEPS):
-        (-200.0 * invariance(attacker(views + delta).view(3, B, -1))).backward()
-        ascend(delta, views)
-    opt.zero_grad()
-    objective("empssl", model, (views + delta).detach()).backward()
-    opt.step()
+    isolated_step_on(model, views, lambda net, x: -200.0 * invariance(net(x).view(3, B, -1)),
+                     lambda net, x: objective("empssl", net, x))
     assert_states_close(t.model.state_dict(), model.state_dict())
     assert "attack TCR weight 0" in ", ".join(regime_words(t.cfg))
     with pytest.raises(UsageError, match="attack-tcr-coef"):
@@ -172,8 +179,8 @@ def test_an_invariance_only_attack_maximises_the_invariance_term_alone(tmp_path,
 def test_ntxent_over_the_views_replaces_the_invariance_in_the_attack_and_the_training_step(tmp_path, tiny_data):
     from losses import multiview_nt_xent, total_coding_rate
 
-    def ntxent_objective(m, x):
-        z = m(x).view(3, B, -1)
+    def ntxent_objective(net, x):
+        z = net(x).view(3, B, -1)
         return multiview_nt_xent(z, 0.2) - 0.5 * total_coding_rate(z, 0.2).mean()
 
     flags = ("--pgd-steps", str(STEPS), "--attack-style", "isolated", "--invariance", "ntxent",
@@ -182,14 +189,7 @@ def test_ntxent_over_the_views_replaces_the_invariance_in_the_attack_and_the_tra
     views = float64_views(t)
     model = copy.deepcopy(t.model)
     t.regime.step(views)
-    attacker, opt = copy.deepcopy(model), LARS(model.parameters(), 0.3, 0.9, 1e-4, 0.005)
-    delta = torch.zeros_like(views, requires_grad=True)
-    for _ in range(STEPS):
-        ntxent_objective(attacker, views + delta).backward()
-        ascend(delta, views)
-    opt.zero_grad()
-    ntxent_objective(model, (views + delta).detach()).backward()
-    opt.step()
+    isolated_step_on(model, views, ntxent_objective, ntxent_objective)
     assert_states_close(t.model.state_dict(), model.state_dict())
     with pytest.raises(UsageError, match="--invariance ntxent"):
         make_trainer(tmp_path / "anchored", tiny_data, "empssl", "free", "--invariance", "ntxent", "--clean-views",
