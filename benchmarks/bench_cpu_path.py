@@ -43,9 +43,13 @@ def seconds_per_step(trainer: Trainer, repeats: int) -> float:
 
 
 def measure(scale: str, repeats: int, out_dir: str, width=None, batch_size=100) -> dict:
+    """Seconds per step of every setting, each printed when measured (a CPU without native bf16 takes minutes)."""
     images = torch.randint(0, 256, (batch_size, 3, 32, 32), dtype=torch.uint8)
-    return {name: seconds_per_step(trainer_for(scale, p, c, f"{out_dir}/{scale}-{p}-{c}", images, width), repeats)
-            for name, (p, c) in SETTINGS.items()}
+    times = {}
+    for name, (p, c) in SETTINGS.items():
+        times[name] = seconds_per_step(trainer_for(scale, p, c, f"{out_dir}/{scale}-{p}-{c}", images, width), repeats)
+        print(f"{scale}, {name}: {times[name]:.2f} s / step", flush=True)
+    return times
 
 
 def main(argv=None):
