@@ -160,7 +160,7 @@ def _original_code_config(path, state, method):
     stem = "imagenet" if state["backbone.conv1.weight"].shape[-1] == 7 else "cifar"
     size = 224 if stem == "imagenet" else 32  # the original code's ImageNet branch crops to 224, CIFAR's are 32
     return {"method": method, "arch": _arch_from_state(state), "width": state["backbone.conv1.weight"].shape[0],
-            "hidden_dim": state["pre_feature.0.weight"].shape[0], "preset": "crop", "stem": stem,
+            "hidden_dim": state["pre_feature.0.weight"].shape[0], "z_dim": z_dim, "preset": "crop", "stem": stem,
             "image_size": size, "view_size": size,
             "num_views": METHODS[method].views or METHODS[method].default_views}
 
