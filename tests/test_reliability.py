@@ -14,7 +14,7 @@ import utils.rundir as rundir_module
 from utils.checkpoint import load_checkpoint, save_checkpoint
 from utils.errors import UsageError
 from utils.evaluate import evaluate
-from utils.run import append_jsonl, read_jsonl, write_json
+from utils.run import append_jsonl, machine, read_jsonl, write_json
 
 from conftest import ROOT, TINY, run_script
 
@@ -203,7 +203,9 @@ def test_resume_after_a_stop_gives_bit_identical_weights(tmp_path, tiny_data, st
     assert stop.value.code == 128 + signal.SIGTERM
     saved = load_checkpoint(tmp_path / "cut" / "last.pt")
     assert (saved["epoch"], saved["batch_in_epoch"]) == where
+    save_checkpoint({**saved, "train_machines": ["the machine it began on"]}, tmp_path / "cut" / "last.pt")
     resumed = trainer(tmp_path / "cut", "--resume", "auto")
+    assert resumed.run_dir.machines(resumed.device) == ["the machine it began on", machine("cpu")]
     resumed.run()
     records = [json.loads(line) for line in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1, 2] and all(r["loss"] != 0 for r in records)

@@ -45,7 +45,7 @@ from .finetune import PROTOCOLS, Classifier, linear_head
 from .methods import METHODS
 from .partial import Progress
 from .results import result_name
-from .run import folder_lock, make_dir, plain, resolve_device, write_json
+from .run import folder_lock, machine, make_dir, plain, resolve_device, write_json
 
 SWEEP = [k / 255 for k in (0, 1, 2, 4, 8, 16)]
 
@@ -175,7 +175,8 @@ def load_encoder(path, method: str):
                          f"evaluate it with evaluate_{ckpt['method']}.py")
     if "method" not in ckpt:
         cfg = _original_code_config(path, state, method)
-        ckpt = {"method": method, "regime": "unknown", "config": cfg, "train_seconds": None, "epoch": None}
+        ckpt = {"method": method, "regime": "unknown", "config": cfg, "train_seconds": None, "epoch": None,
+                "train_machines": None}
     cfg = ckpt["config"] = resolve_saved(ckpt["config"])
     if cfg["arch"] not in ARCHS:
         raise UsageError(f"{path} uses architecture {cfg['arch']!r}, which this project does not build")
@@ -185,7 +186,8 @@ def load_encoder(path, method: str):
     except RuntimeError as e:
         raise UsageError(f"{path} does not match a {method} {cfg['arch']} encoder: {str(e).splitlines()[0]}") from None
     encoder.eval().requires_grad_(False)
-    return encoder, {**{k: ckpt.get(k) for k in ("method", "regime", "config", "train_seconds", "epoch")}, "sha1": sha1}
+    meta = {k: ckpt.get(k) for k in ("method", "regime", "config", "train_seconds", "epoch", "train_machines")}
+    return encoder, {**meta, "sha1": sha1}
 
 
 def index_digest(index: torch.Tensor) -> str:
@@ -486,8 +488,8 @@ def evaluate(method: str, argv=None):
               "finished": finished(meta),
               "protocol": args.protocol, "features": args.features, "test_views": args.test_views, **measured,
               "data": data.source, "trained_on": trained_on(meta["config"]), "subsets": data.subsets,
-              "train_seconds": meta["train_seconds"],
-              "train_config": meta["config"],
+              "train_seconds": meta["train_seconds"], "train_machines": meta["train_machines"],
+              "machine": machine(device), "train_config": meta["config"],
               "seconds": round(time.monotonic() - started, 1), "settings": dict(vars(args))}
     json_path, fitted_path = save_result(result, model, args, num_classes, json_path, identity)
     progress.clear()

@@ -14,7 +14,7 @@ from .cli import eps_label
 from .config import RADII, RUN_LEVEL, THIS_CALL, TIME_LIMIT_EXIT, resolve_saved
 from .errors import UsageError
 from .guard import TIME_LIMIT
-from .run import append_jsonl, make_dir, new_run_dir, read_jsonl, write_json, write_jsonl
+from .run import append_jsonl, machine, make_dir, new_run_dir, read_jsonl, write_json, write_jsonl
 
 
 def resume_source(cfg):
@@ -172,12 +172,20 @@ class RunDir:
         if self.is_main:
             try:
                 for name in names:
-                    save_checkpoint({**state, "rng": rngs, "regime_state": regime_states}, self.path / name)
+                    save_checkpoint({**state, "rng": rngs, "regime_state": regime_states,
+                                     "train_machines": self.machines(device)}, self.path / name)
             except Exception as e:  # whatever it is, the other ranks must hear of it rather than wait
                 error = str(e) if isinstance(e, UsageError) else f"cannot write checkpoint {names[-1]}: {e!r}"
         error = dist.broadcast_object(error)
         if error is not None:
             raise UsageError(error if self.is_main else f"rank 0 could not save the checkpoint: {error}")
+
+    def machines(self, device) -> list:
+        """The machines the run has trained on, this one last: the record its checkpoints carry (those written
+        before it was kept carry none)."""
+        earlier = (self.state or {}).get("train_machines", [])
+        here = machine(device)
+        return earlier + ([here] if here not in earlier else [])
 
     def restore_rng(self, device):
         rng = self.state["rng"][dist.rank()]

@@ -1,0 +1,68 @@
+import json
+
+import pytest
+
+from experiments.comparison import BASELINES, CANDIDATE, SCALES, SEEDS, result_path
+from experiments.scales import SCALES as SCALE_FLAGS
+from utils.compare import compare
+from utils.errors import UsageError
+
+SIMCLR, EMPSSL = "crop-simclr-free", "crop-empssl-free"
+
+
+def write_result(results, scale, seed, row, clean, pgd4, aa4, aa8, minutes, config=()):
+    flags = dict(zip(SCALE_FLAGS[scale].train[::2], SCALE_FLAGS[scale].train[1::2]))
+    cfg = {"seed": seed, "width": int(flags["--width"]), "subset": int(flags["--subset"]), **dict(config)}
+    result = {"clean": clean, "pgd": {"4/255": pgd4, "8/255": pgd4 / 2}, "autoattack": {"4/255": aa4, "8/255": aa8},
+              "train_seconds": minutes * 60, "train_config": cfg, "train_machines": ["a CPU"]}
+    path = result_path(results, scale, seed, row)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result))
+
+
+def write_all(results, candidate_aa8):
+    """Every row, seed and scale: the candidate leads every baseline by the goal's margins exactly, except at
+    8/255 AutoAttack, where its seeds are ``candidate_aa8`` (the baselines' means are 10)."""
+    for scale in SCALES:
+        for seed in SEEDS:
+            write_result(results, scale, seed, EMPSSL, 40.0, 20.0, 15.0, 10.0, 3.0)
+            write_result(results, scale, seed, SIMCLR, 42.0 + seed - 1, 25.0, 20.0 + seed - 1, 10.0 - seed + 1, 4.0)
+            write_result(results, scale, seed, CANDIDATE, 42.0, 27.0, 23.0, candidate_aa8[seed], 3.5)
+
+
+def goal_line(text, scale):
+    return next(line for line in text.splitlines() if line.startswith(f"- {scale}: goal"))
+
+
+def test_means_over_seeds_and_the_goal_met_at_exactly_the_margins(tmp_path):
+    write_all(tmp_path / "results", candidate_aa8=(12.0, 13.0, 14.0))
+    text = compare(["--results", str(tmp_path / "results"), "--out", str(tmp_path / "out")])
+    simclr_mean = next(line for line in text.splitlines() if line.startswith(f"| small | {SIMCLR} | 0, 1, 2 |"))
+    assert "| 42.0 ± 1.0 | 25.0 ± 0.0 | 20.0 ± 1.0 | 12.5 ± 0.0 | 10.0 ± 1.0 | 4.0 ± 0.0 |" in simclr_mean
+    assert f"| medium | {SIMCLR} | +3.0 ✓ | +3.0 ✓ | +2.0 ✓ | +0.0 ✓ |" in text
+    for scale in SCALES:
+        assert goal_line(text, scale).startswith(f"- {scale}: goal met; 8 of 8 margins cleared")
+    assert len([line for line in text.splitlines() if line.startswith("| small |") and "| a CPU |" in line]) == 9
+    assert (tmp_path / "out" / "table.md").read_text() == text
+    assert (tmp_path / "out" / "by-scale.png").stat().st_size > 10_000
+
+
+def test_a_margin_short_or_a_seed_missing_is_not_met(tmp_path):
+    results = tmp_path / "results"
+    write_all(results, candidate_aa8=(12.0, 13.0, 13.5))
+    result_path(results, "medium", 2, EMPSSL).unlink()
+    text = compare(["--results", str(results), "--out", str(tmp_path / "out")])
+    assert f"| small | {SIMCLR} | +3.0 ✓ | +2.8 | +2.0 ✓ | +0.0 ✓ |" in text
+    assert goal_line(text, "small").startswith("- small: goal not met; 6 of 8 margins cleared")
+    assert goal_line(text, "medium").endswith(f"seeds missing: {EMPSSL} (2 of 3)")
+    assert f"| medium | {EMPSSL} | 0, 1 |" in text
+
+
+def test_a_result_in_another_seeds_or_scales_folder_is_refused_in_one_line(tmp_path):
+    results = tmp_path / "results"
+    write_result(results, "small", 1, BASELINES[0], 40.0, 20.0, 15.0, 10.0, 3.0, {"seed": 0})
+    with pytest.raises(UsageError, match="trained with seed 0, not 1"):
+        compare(["--results", str(results), "--out", str(tmp_path / "out")])
+    write_result(results, "small", 1, BASELINES[0], 40.0, 20.0, 15.0, 10.0, 3.0, {"width": 16})
+    with pytest.raises(UsageError, match="trained with --width 16, not the small scale's 8"):
+        compare(["--results", str(results), "--out", str(tmp_path / "out")])

@@ -1,0 +1,165 @@
+"""The two-scale comparison of ``experiments/comparison.py``: every seed's row, the means over seeds, the candidate's
+lead over each baseline against the goal's margins, and a figure of accuracy against scale.
+
+    python -m utils.compare --results results --out results/comparison
+"""
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+from experiments.comparison import BASELINES, CANDIDATE, COST_CEILING, MARGINS, METRICS, SCALES, SEEDS, result_path
+from experiments.scales import SCALES as SCALE_FLAGS
+from experiments.tables import markdown_table, num
+
+from .cli import run_main
+from .errors import UsageError
+from .results import training_seconds
+
+
+def seed_values(path: Path, scale: str, seed: int) -> dict:
+    """One evaluation's numbers (METRICS' keys, ``minutes``, ``machine``), after checking that it is the seed and
+    scale the folder says."""
+    try:
+        result = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise UsageError(f"cannot read {path}: {e}") from None
+    cfg = result.get("train_config") or {}
+    if cfg.get("seed") != seed:
+        raise UsageError(f"{path} was trained with seed {cfg.get('seed')}, not {seed}: move it to the seed's folder")
+    flags = SCALE_FLAGS[scale].train
+    for flag, value in zip(flags[::2], flags[1::2]):
+        key = flag[2:].replace("-", "_")
+        if key in ("width", "subset") and str(cfg.get(key)) != value:
+            raise UsageError(f"{path} was trained with {flag} {cfg.get(key)}, not the {scale} scale's {value}")
+    values = {key: result[field] if radius is None else (result.get(field) or {}).get(radius)
+              for key, (_, field, radius) in METRICS.items()}
+    seconds = training_seconds(result)
+    machines = result.get("train_machines")
+    return {**values, "minutes": None if seconds is None else seconds / 60,
+            "machine": "; ".join(machines) if machines else "not recorded in the file"}
+
+
+def collect(results: Path) -> dict:
+    """{scale: {row: {seed: values}}} for every evaluation present; absent seeds are left out."""
+    return {scale: {row: {seed: seed_values(path, scale, seed) for seed in SEEDS
+                          if (path := result_path(results, scale, seed, row)).exists()}
+                    for row in (CANDIDATE, *BASELINES)} for scale in SCALES}
+
+
+def mean(runs: dict, key: str):
+    values = [v[key] for v in runs.values() if v[key] is not None]
+    return statistics.fmean(values) if values else None
+
+
+def spread(runs: dict, key: str) -> str:
+    values = [v[key] for v in runs.values() if v[key] is not None]
+    return f" ± {statistics.stdev(values):.1f}" if len(values) > 1 else ""
+
+
+def seed_table(table: dict) -> list:
+    header = ["Scale", "Row", "Seed", *(title for title, _, _ in METRICS.values()), "train min", "machine"]
+    rows = [[scale, row, seed, *(num(v[key]) for key in METRICS), num(v["minutes"]), v["machine"]]
+            for scale, by_row in table.items() for row, runs in by_row.items() for seed, v in runs.items()]
+    return markdown_table(header, rows)
+
+
+def mean_table(table: dict) -> list:
+    header = ["Scale", "Row", "Seeds", *(title for title, _, _ in METRICS.values()), "train min"]
+    rows = [[scale, row, ", ".join(map(str, runs)) or "none",
+             *(num(mean(runs, key)) + spread(runs, key) for key in (*METRICS, "minutes"))]
+            for scale, by_row in table.items() for row, runs in by_row.items()]
+    return markdown_table(header, rows)
+
+
+def goal_table(table: dict) -> list:
+    """Per scale and baseline, the candidate's lead of means on each metric the goal names (a mark where it
+    clears the margin), then per scale whether the goal is met: every margin, every seed of every row, and no more
+    training minutes than the cost ceiling."""
+    header = ["Scale", f"{CANDIDATE} over", *(f"{METRICS[key][0]} (≥ {MARGINS[key]:+.0f})" for key in MARGINS)]
+    rows = [[scale, base, *(lead_cell(lead(by_row[CANDIDATE], by_row[base], key), key) for key in MARGINS)]
+            for scale, by_row in table.items() for base in BASELINES]
+    return [*markdown_table(header, rows), "", *(verdict(scale, by_row) for scale, by_row in table.items())]
+
+
+def lead_cell(value, key) -> str:
+    return "-" if value is None else f"{value:+.1f}" + (" ✓" if clears(value, key) else "")
+
+
+def clears(value, key) -> bool:
+    return value is not None and value >= MARGINS[key]
+
+
+def verdict(scale: str, by_row: dict) -> str:
+    missing = [f"{row} ({len(runs)} of {len(SEEDS)})" for row, runs in by_row.items() if len(runs) < len(SEEDS)]
+    minutes = [mean(by_row[row], "minutes") for row in (CANDIDATE, COST_CEILING)]
+    cheap = None not in minutes and minutes[0] <= minutes[1]
+    leads = [clears(lead(by_row[CANDIDATE], by_row[base], key), key) for base in BASELINES for key in MARGINS]
+    met = not missing and cheap and all(leads)
+    seeds = f"; seeds missing: {', '.join(missing)}" if missing else ""
+    return (f"- {scale}: goal {'met' if met else 'not met'}; {sum(leads)} of {len(leads)} margins cleared; training "
+            f"minutes {num(minutes[0])} against {COST_CEILING}'s {num(minutes[1])}{seeds}")
+
+
+def lead(candidate: dict, baseline: dict, key: str):
+    ours, theirs = mean(candidate, key), mean(baseline, key)
+    return None if ours is None or theirs is None else ours - theirs
+
+
+def plot_by_scale(table: dict, path: Path) -> None:
+    """One panel per metric: each row's mean over seeds at each scale, the bars spanning its seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(METRICS), figsize=(4 * len(METRICS), 4), sharey=False)
+    for ax, (key, (title, _, _)) in zip(axes, METRICS.items()):
+        for row in (CANDIDATE, *BASELINES):
+            points = [(x, [v[key] for v in table[scale][row].values() if v[key] is not None])
+                      for x, scale in enumerate(SCALES)]
+            points = [(x, values) for x, values in points if values]
+            if points:
+                means = [statistics.fmean(values) for _, values in points]
+                low = [m - min(values) for m, (_, values) in zip(means, points)]
+                high = [max(values) - m for m, (_, values) in zip(means, points)]
+                ax.errorbar([x for x, _ in points], means, yerr=[low, high], marker="o", capsize=4, label=row)
+        ax.set(title=title, xticks=range(len(SCALES)), xticklabels=[scale_words(s) for s in SCALES],
+               ylabel="accuracy (%)")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def scale_words(scale: str) -> str:
+    flags = dict(zip(SCALE_FLAGS[scale].train[::2], SCALE_FLAGS[scale].train[1::2]))
+    return f"{scale}\n{int(flags['--subset']):,} images, width {flags['--width']}"
+
+
+def compare(argv=None) -> str:
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    table = collect(Path(args.results))
+    text = "\n".join(["# Two-scale comparison (means ± standard deviation over training seeds)", "",
+                      *mean_table(table), "", "## The goal", "", *goal_table(table), "", "## Every seed", "",
+                      *seed_table(table), ""])
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "table.md").write_text(text)
+    plot_by_scale(table, out / "by-scale.png")
+    print(text)
+    return text
+
+
+def build_parser():
+    p = argparse.ArgumentParser(prog="python -m utils.compare", description=__doc__.split("\n\n")[0],
+                                allow_abbrev=False)
+    p.add_argument("--results", default="results", help="the folder of <scale>/ and <scale>-seed<N>/ results")
+    p.add_argument("--out", required=True, help="folder for table.md and by-scale.png (rewritten each time)")
+    return p
+
+
+if __name__ == "__main__":
+    run_main(compare)
