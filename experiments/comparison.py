@@ -17,6 +17,6 @@ METRICS = {"clean": ("Clean", "clean", None), "pgd4": ("PGD-20 4/255", "pgd", "4
 
 
 def result_path(results: Path, scale: str, seed: int, row: str) -> Path:
-    """Seed 0's evaluation of a row in ``results/<scale>/``, seed N's in ``results/<scale>-seed<N>/``: the folders
+    """Seed 0's evaluation of a row in ``results/<scale>/``, seed N's in ``results/<scale>/seed-<N>/``: the folders
     ``utils.reproduce --scale <scale> --seed N`` results are copied to."""
-    return Path(results) / (scale if seed == 0 else f"{scale}-seed{seed}") / f"{row}.json"
+    return Path(results) / scale / ("" if seed == 0 else f"seed-{seed}") / f"{row}.json"

@@ -156,7 +156,7 @@ def compare(argv=None) -> str:
 def build_parser():
     p = argparse.ArgumentParser(prog="python -m utils.compare", description=__doc__.split("\n\n")[0],
                                 allow_abbrev=False)
-    p.add_argument("--results", default="results", help="the folder of <scale>/ and <scale>-seed<N>/ results")
+    p.add_argument("--results", default="results", help="the folder of <scale>/ (seed 0) and <scale>/seed-<N>/ results")
     p.add_argument("--out", required=True, help="folder for table.md and by-scale.png (rewritten each time)")
     return p
 
