@@ -175,8 +175,7 @@ def load_encoder(path, method: str):
                          f"evaluate it with evaluate_{ckpt['method']}.py")
     if "method" not in ckpt:
         cfg = _original_code_config(path, state, method)
-        ckpt = {"method": method, "regime": "unknown", "config": cfg, "train_seconds": None, "epoch": None,
-                "train_machines": None}
+        ckpt = {"method": method, "regime": "unknown", "config": cfg, "train_seconds": None, "epoch": None}
     cfg = ckpt["config"] = resolve_saved(ckpt["config"])
     if cfg["arch"] not in ARCHS:
         raise UsageError(f"{path} uses architecture {cfg['arch']!r}, which this project does not build")
