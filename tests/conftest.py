@@ -11,6 +11,13 @@ sys.path.insert(0, str(ROOT))
 torch.set_num_threads(1)
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """A test that runs a benchmark's main (which takes every core) leaves the next test on one thread."""
+    yield
+    torch.set_num_threads(1)
+
+
 @pytest.fixture(scope="session")
 def cifar10_jpeg():
     """The CIFAR-10 JPEG copy unpacked (train/ and test/), from $CFAMC_CIFAR10_JPEG; skips when absent."""
