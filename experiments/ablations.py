@@ -72,8 +72,9 @@ ABLATIONS = (
                ("--num-views", "8", "--clean-views", "2", "--per-view-forward", "--batch-size", "50", "--replays", "4",
                 *seed), aa=True, epochs=2)
       for suffix, seed in (("", ()), ("-seed-1", ("--seed", "1")), ("-seed-2", ("--seed", "2")))),
-    Ablation("free-clean-views-4-per-view-bn-batch-25-m-4", "empssl", "free",
-             ("--clean-views", "4", "--per-view-forward", "--batch-size", "25", "--replays", "4"), aa=True),
+    *(Ablation(f"free-clean-views-4-per-view-bn-batch-25-m-4{suffix}", "empssl", "free",
+               ("--clean-views", "4", "--per-view-forward", "--batch-size", "25", "--replays", "4", *seed), aa=True)
+      for suffix, seed in (("", ()), ("-seed-1", ("--seed", "1")), ("-seed-2", ("--seed", "2")))),
     Ablation("free-clean-views-4-apart", "empssl", "free", ("--clean-views", "4", "--clean-apart"), aa=True),
     Ablation("free-clean-views-4-per-view-bn-alpha-8", "empssl", "free",
              ("--clean-views", "4", "--per-view-forward", "--alpha", "8/255"), aa=True),
