@@ -13,8 +13,12 @@ SIMCLR, EMPSSL = "crop-simclr-free", "crop-empssl-free"
 def write_result(results, scale, seed, row, clean, pgd4, aa4, aa8, minutes, config=()):
     flags = dict(zip(SCALE_FLAGS[scale].train[::2], SCALE_FLAGS[scale].train[1::2]))
     cfg = {"seed": seed, "width": int(flags["--width"]), "subset": int(flags["--subset"]), **dict(config)}
+    n_test = 1000 if scale == "small" else 2000
     result = {"clean": clean, "pgd": {"4/255": pgd4, "8/255": pgd4 / 2}, "autoattack": {"4/255": aa4, "8/255": aa8},
-              "train_seconds": minutes * 60, "train_config": cfg, "train_machines": ["a CPU"]}
+              "train_seconds": minutes * 60, "train_config": {"data": "imagefolder", **cfg},
+              "train_machines": ["a CPU"], "machine": "another CPU", "protocol": "slf", "features": "pre",
+              "n_train": 10000, "n_test": n_test, "settings": {"pgd_steps": 20},
+              "subsets": {"test": {"n": n_test, "sha1": f"test{scale}"}, "autoattack": {"n": 200, "sha1": "aa"}}}
     path = result_path(results, scale, seed, row)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result))
@@ -43,7 +47,11 @@ def test_means_over_seeds_and_the_goal_met_at_exactly_the_margins(tmp_path):
     for scale in SCALES:
         assert goal_line(text, scale) == (f"- {scale}: goal met; 8 of 8 margins cleared; training minutes (fastest "
                                           f"seed) 3.5 against {SIMCLR}'s 4.0")
-    assert len([line for line in text.splitlines() if line.startswith("| small |") and "| a CPU |" in line]) == 9
+    assert len([line for line in text.splitlines()
+                if line.startswith("| small |") and "| a CPU | another CPU |" in line]) == 9
+    assert ("- small: imagefolder data; SLF on pre features of 10,000 training images; 1,000 test images "
+            "(sha1 testsmall); PGD-20, AutoAttack (standard) on 200 of them (sha1 aa)") in text.splitlines()
+    assert "\n- medium: imagefolder data; SLF on pre features of 10,000 training images; 2,000 test images" in text
     assert (tmp_path / "out" / "table.md").read_text() == text
     assert (tmp_path / "out" / "by-scale.png").stat().st_size > 10_000
 
@@ -77,3 +85,16 @@ def test_a_result_in_another_seeds_or_scales_folder_is_refused_in_one_line(tmp_p
     write_result(results, "small", 1, BASELINES[0], 40.0, 20.0, 15.0, 10.0, 3.0, {"width": 16})
     with pytest.raises(UsageError, match="trained with --width 16, not the small scale's 8"):
         compare(["--results", str(results), "--out", str(tmp_path / "out")])
+
+
+def test_rows_tested_on_different_images_are_named_with_their_protocol(tmp_path):
+    results = tmp_path / "results"
+    write_all(results, candidate_aa8=(12.0, 13.0, 14.0))
+    path = result_path(results, "small", 1, SIMCLR)
+    result = json.loads(path.read_text())
+    result["subsets"]["test"]["sha1"] = "other"
+    path.write_text(json.dumps(result))
+    lines = compare(["--results", str(results), "--out", str(tmp_path / "out")]).splitlines()
+    small = [line for line in lines if line.startswith("- small: imagefolder")]
+    assert len(small) == 2 and small[1].endswith(f"(sha1 aa) ({SIMCLR})")
+    assert small[0].endswith(f"(sha1 aa) ({', '.join(sorted((EMPSSL, CANDIDATE, SIMCLR)))})")

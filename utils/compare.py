@@ -17,6 +17,8 @@ from .cli import run_main
 from .errors import UsageError
 from .results import training_seconds
 
+NOT_RECORDED = "not recorded in the file"
+
 
 def seed_values(path: Path, scale: str, seed: int) -> dict:
     """One evaluation's numbers (METRICS' keys, ``minutes``, ``machine``), after checking that it is the seed and
@@ -38,7 +40,22 @@ def seed_values(path: Path, scale: str, seed: int) -> dict:
     seconds = training_seconds(result)
     machines = result.get("train_machines")
     return {**values, "minutes": None if seconds is None else seconds / 60,
-            "machine": "; ".join(machines) if machines else "not recorded in the file"}
+            "machine": "; ".join(machines) if machines else NOT_RECORDED,
+            "evaluated_on": result.get("machine") or NOT_RECORDED, "protocol": protocol_words(result)}
+
+
+def protocol_words(result: dict) -> str:
+    """The data, protocol and attacks of one evaluation, in words (a figure of it must name them); the subsets'
+    hashes say which images, so two rows on the same words were tested on the same images."""
+    cfg, subsets = result.get("train_config") or {}, result.get("subsets") or {}
+    if "n_test" not in result or "test" not in subsets:
+        return NOT_RECORDED
+    aa = subsets.get("autoattack")
+    attacks = f"PGD-{(result.get('settings') or {}).get('pgd_steps')}" + (
+        f", AutoAttack (standard) on {aa['n']:,} of them (sha1 {aa['sha1']})" if aa else "")
+    return (f"{cfg.get('data')} data; {str(result.get('protocol')).upper()} on "
+            f"{result.get('features')} features of {result.get('n_train', 0):,} training images; "
+            f"{result['n_test']:,} test images (sha1 {subsets['test']['sha1']}); {attacks}")
 
 
 def collect(results: Path) -> dict:
@@ -65,10 +82,25 @@ def spread(runs: dict, key: str) -> str:
 
 
 def seed_table(table: dict) -> list:
-    header = ["Scale", "Row", "Seed", *(title for title, _, _ in METRICS.values()), "train min", "machine"]
-    rows = [[scale, row, seed, *(num(v[key]) for key in METRICS), num(v["minutes"]), v["machine"]]
+    header = ["Scale", "Row", "Seed", *(title for title, _, _ in METRICS.values()), "train min", "trained on",
+              "evaluated on"]
+    rows = [[scale, row, seed, *(num(v[key]) for key in METRICS), num(v["minutes"]), v["machine"], v["evaluated_on"]]
             for scale, by_row in table.items() for row, runs in by_row.items() for seed, v in runs.items()]
     return markdown_table(header, rows)
+
+
+def protocol_lines(table: dict) -> list:
+    """Per scale, each data-and-protocol its evaluations used, with the rows that used it: one line each where
+    the comparison is like with like."""
+    lines = []
+    for scale, by_row in table.items():
+        used = {}
+        for row, runs in by_row.items():
+            for v in runs.values():
+                used.setdefault(v["protocol"], set()).add(row)
+        lines += [f"- {scale}: {protocol}" + ("" if len(used) == 1 else f" ({', '.join(sorted(rows))})")
+                  for protocol, rows in used.items()]
+    return lines
 
 
 def mean_table(table: dict) -> list:
@@ -120,7 +152,7 @@ def plot_by_scale(table: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(METRICS), figsize=(4 * len(METRICS), 4), sharey=False)
+    fig, axes = plt.subplots(1, len(METRICS), figsize=(4 * len(METRICS), 5), sharey=False)
     for ax, (key, (title, _, _)) in zip(axes, METRICS.items()):
         for row in (CANDIDATE, *BASELINES):
             points = [(x, [v[key] for v in table[scale][row].values() if v[key] is not None])
@@ -130,14 +162,30 @@ def plot_by_scale(table: dict, path: Path) -> None:
                 means = [statistics.fmean(values) for _, values in points]
                 low = [m - min(values) for m, (_, values) in zip(means, points)]
                 high = [max(values) - m for m, (_, values) in zip(means, points)]
-                ax.errorbar([x for x, _ in points], means, yerr=[low, high], marker="o", capsize=4, label=row)
+                ax.errorbar([x for x, _ in points], means, yerr=[low, high], marker="o", capsize=4,
+                            label=row_label(table, row))
         ax.set(title=title, xticks=range(len(SCALES)), xticklabels=[scale_words(s) for s in SCALES],
                ylabel="accuracy (%)")
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
-    fig.tight_layout()
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="lower center", ncol=len(BASELINES) + 1, fontsize=7)
+    fig.suptitle(figure_caption(table), fontsize=7)
+    fig.tight_layout(rect=(0, 0.1, 1, 0.9))
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def row_label(table: dict, row: str) -> str:
+    """The row's name with, per scale, its seeds and its fastest training minutes."""
+    parts = [f"{scale} seeds {','.join(map(str, runs)) or 'none'}, {num(fastest(runs))} min"
+             for scale in SCALES if (runs := table[scale][row]) is not None]
+    return f"{row}\n({'; '.join(parts)})"
+
+
+def figure_caption(table: dict) -> str:
+    machines = sorted({v[key] for by_row in table.values() for runs in by_row.values() for v in runs.values()
+                       for key in ("machine", "evaluated_on")} - {NOT_RECORDED})
+    return "\n".join(["Mean over training seeds (bars: their range); training minutes: each row's fastest seed",
+                       *(line[2:] for line in protocol_lines(table)), "machines: " + ("; ".join(machines) or "none")])
 
 
 def scale_words(scale: str) -> str:
@@ -149,8 +197,8 @@ def compare(argv=None) -> str:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     table = collect(Path(args.results))
     text = "\n".join(["# Two-scale comparison (means ± standard deviation over training seeds)", "",
-                      *mean_table(table), "", "## The goal", "", *goal_table(table), "", "## Every seed", "",
-                      *seed_table(table), ""])
+                      *mean_table(table), "", "## The goal", "", *goal_table(table), "", "## Data and protocol",
+                      "", *protocol_lines(table), "", "## Every seed", "", *seed_table(table), ""])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "table.md").write_text(text)
