@@ -1,12 +1,15 @@
 """The CPU's fastest path for a training step: float32 contiguous, float32 channels-last, bf16 autocast (the stem
-in float32) contiguous and channels-last, each timed on the same views, as ratios in one run.
+in float32) contiguous and channels-last, each timed on the same views, as ratios in one run; and for an
+evaluation's attack pass, float32 contiguous and channels-last.
 
-    OMP_NUM_THREADS=1 python -m benchmarks.bench_cpu_path [--scales small medium] [--repeats 3] [--json FILE]
+    OMP_NUM_THREADS=1 python -m benchmarks.bench_cpu_path [--scales small medium] [--parts step attack] [--repeats 3]
+        [--json FILE]
 
 A step is CF-AMC-SSL's free replay at a scale of ``experiments.scales``: the scale's width and projector, a batch
 of 100 images (--batch-size) x 16 views, forward, loss, backward and the LARS step, as the trainer runs it. Timings
 vary with the machine (AMX on recent Intel Xeons speeds up bf16 and channels-last), so the CPU is named with the
-numbers.
+numbers. An attack pass is what PGD and AutoAttack repeat: a linear head on the frozen encoder's features of
+--test-images images, forward and backward to the images.
 """
 import argparse
 import json
@@ -14,7 +17,10 @@ import json
 import torch
 
 from experiments.scales import SCALES
+from utils.blocks import encoder_for
 from utils.config import parse_config
+from utils.finetune import Classifier, linear_head
+from utils.layout import FORMATS
 from utils.run import machine
 from utils.train import Trainer
 
@@ -24,11 +30,16 @@ SETTINGS = {"float32, contiguous": ("fp32", "off"), "float32, channels-last": ("
             "bf16 autocast, contiguous": ("bf16", "off"), "bf16 autocast, channels-last": ("bf16", "on")}
 
 
-def trainer_for(scale: str, precision: str, channels_last: str, out_dir: str, images, width=None) -> Trainer:
-    """A trainer of the scale's sizes (``width`` instead of its width, when given) on ``images``, one batch of them."""
+def scale_sizes(scale: str, width=None) -> dict:
+    """{'--width': .., '--hidden-dim': ..} of the scale (``width`` instead of its width, when given)."""
     flags = SCALES[scale].train
     sizes = {flag: value for flag, value in zip(flags[::2], flags[1::2]) if flag in ("--width", "--hidden-dim")}
-    sizes.update({"--width": str(width)} if width else {})
+    return {**sizes, **({"--width": str(width)} if width else {})}
+
+
+def trainer_for(scale: str, precision: str, channels_last: str, out_dir: str, images, width=None) -> Trainer:
+    """A trainer of the scale's sizes (``width`` instead of its width, when given) on ``images``, one batch of them."""
+    sizes = scale_sizes(scale, width)
     argv = ["--device", "cpu", "--precision", precision, "--channels-last", channels_last,
             "--batch-size", str(len(images)), "--num-views", "16", "--replays", "1", "--knn-every", "0",
             "--out-dir", out_dir,
@@ -52,6 +63,29 @@ def measure(scale: str, repeats: int, out_dir: str, width=None, batch_size=100) 
     return times
 
 
+def attack_seconds(scale: str, repeats: int, width=None, images=250) -> dict:
+    """Seconds of one attack pass on ``images`` random test images, in each float32 layout."""
+    sizes = scale_sizes(scale, width)
+    encoder = encoder_for("empssl", width=int(sizes["--width"]), hidden_dim=int(sizes["--hidden-dim"]))
+    model = Classifier(encoder.eval().requires_grad_(False), linear_head(encoder.feature_dim("pre"), 10), "pre").eval()
+    x = torch.rand(images, 3, 32, 32, requires_grad=True)
+    times = {}
+    for name, layout in (("float32, contiguous", "off"), ("float32, channels-last", "on")):
+        model.to(memory_format=FORMATS[layout])
+        times[name] = timeit(lambda: torch.autograd.grad(model(x).sum(), x), "cpu", repeats)
+        print(f"{scale}, attack pass, {name}: {times[name]:.2f} s", flush=True)
+    return times
+
+
+def speedup_rows(results: dict) -> list:
+    """Table rows (scale, setting, seconds, speed-up over the first setting) of {scale: {setting: seconds}}."""
+    rows = []
+    for scale, times in results.items():
+        base = next(iter(times.values()))
+        rows += [[scale, name, f"{s:.2f}", f"{base / s:.2f}x"] for name, s in times.items()]
+    return rows
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--scales", nargs="+", choices=list(SCALES), default=["small", "medium"])
@@ -59,19 +93,27 @@ def main(argv=None):
     p.add_argument("--width", type=int, default=None,
                    help="the ResNet's width instead of the scale's (channels-last on the CPU needs 8 or more at 32x32)")
     p.add_argument("--batch-size", type=int, default=100, help="images per step, 16 views each")
+    p.add_argument("--test-images", type=int, default=250, help="images per attack pass")
+    p.add_argument("--parts", nargs="+", choices=("step", "attack"), default=["step", "attack"],
+                   help="what to time (without native bf16, as on AVX2 CPUs, the bf16 steps take minutes)")
     p.add_argument("--out-dir", default="/tmp/bench_cpu_path", help="scratch run folders (nothing is saved)")
     p.add_argument("--json", default=None, help="also write the measurements here")
     args = p.parse_args(argv)
-    results = {scale: measure(scale, args.repeats, args.out_dir, args.width, args.batch_size) for scale in args.scales}
-    rows = []
-    for scale, times in results.items():
-        base = times["float32, contiguous"]
-        rows += [[scale, name, f"{s:.2f}", f"{base / s:.2f}x"] for name, s in times.items()]
-    print(f"CF-AMC-SSL free replay, {args.batch_size} images x 16 views; {machine('cpu')}")
-    print_table(["scale", "setting", "s / step", "speed-up"], rows)
+    steps = {scale: measure(scale, args.repeats, args.out_dir, args.width, args.batch_size)
+             for scale in args.scales if "step" in args.parts}
+    attacks = {scale: attack_seconds(scale, args.repeats, args.width, args.test_images)
+               for scale in args.scales if "attack" in args.parts}
+    print(machine("cpu"))
+    if steps:
+        print(f"CF-AMC-SSL free replay, {args.batch_size} images x 16 views")
+        print_table(["scale", "setting", "s / step", "speed-up"], speedup_rows(steps))
+    if attacks:
+        print(f"Attack pass (linear head on the frozen encoder, to the images), {args.test_images} images")
+        print_table(["scale", "setting", "s / pass", "speed-up"], speedup_rows(attacks))
+    results = {"machine": machine("cpu"), "seconds_per_step": steps, "seconds_per_attack_pass": attacks}
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"machine": machine("cpu"), "seconds_per_step": results}, fh, indent=2)
+            json.dump(results, fh, indent=2)
     return results
 
 

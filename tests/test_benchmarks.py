@@ -64,7 +64,9 @@ def test_bench_cpu_path_times_every_layout_and_precision(capsys, tmp_path):
     from benchmarks import bench_cpu_path
 
     # width 8: the smoke scale's 4 is below what the CPU's channels-last kernels take
-    results = bench_cpu_path.main(["--scales", "smoke", "--width", "8", "--batch-size", "10", "--repeats", "1",
-                                   "--out-dir", str(tmp_path)])
-    assert set(results["smoke"]) == set(bench_cpu_path.SETTINGS) and all(s > 0 for s in results["smoke"].values())
-    assert "speed-up" in capsys.readouterr().out
+    results = bench_cpu_path.main(["--scales", "smoke", "--width", "8", "--batch-size", "10", "--test-images", "10",
+                                   "--repeats", "1", "--out-dir", str(tmp_path)])
+    steps, attacks = results["seconds_per_step"]["smoke"], results["seconds_per_attack_pass"]["smoke"]
+    assert set(steps) == set(bench_cpu_path.SETTINGS) and all(s > 0 for s in steps.values())
+    assert len(attacks) == 2 and all(s > 0 for s in attacks.values())
+    assert "Attack pass" in capsys.readouterr().out

@@ -539,3 +539,36 @@ def test_slf_cached_features_train_the_head_that_features_computed_on_the_fly_tr
     assert not torch.equal(cached.head.weight, start)
     torch.testing.assert_close(live.head.weight, cached.head.weight, rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(live.head.bias, cached.head.bias, rtol=1e-4, atol=1e-6)
+
+
+def test_an_evaluation_in_channels_last_measures_what_a_contiguous_one_measures(tmp_path, tiny_data, monkeypatch):
+    """The layout is the probe's choice, recorded in the result; a rerun in the other layout is the same
+    evaluation (it keeps the result's name) and measures the same accuracies."""
+    argv = quick_evaluation(tiny_checkpoint(tmp_path / "orig.pt"), tiny_data, "--out", tmp_path / "out")
+    results = {}
+    for faster, slower in (("on", "off"), ("off", "on")):
+        monkeypatch.setattr(evaluate_module, "layout_seconds", lambda model, x: {faster: 1.0, slower: 2.0})
+        results[faster] = evaluate("simclr", argv)
+        assert results[faster]["channels_last"] == faster
+    assert not list((tmp_path / "out").glob("*-2.json"))
+    assert (results["on"]["clean"], results["on"]["pgd"]) == (results["off"]["clean"], results["off"]["pgd"])
+
+
+def test_the_evaluation_probe_times_an_attack_and_below_the_least_width_is_not_asked(tmp_path, tiny_data, monkeypatch):
+    encoder, meta = load_encoder(tiny_checkpoint(tmp_path / "orig.pt"), "simclr")
+    args = parse_args("simclr", ["--checkpoint", "-"])
+    model = build_classifier(encoder, args, meta["config"], 10, CPU)
+    probed = []
+
+    def probe(model, x):
+        probed.append(x)
+        return {"off": 2.0, "on": 1.0}
+
+    monkeypatch.setattr(evaluate_module, "layout_seconds", probe)
+    assert evaluate_module.classifier_layout(model, args, meta["config"], CPU) == "on"
+    assert probed[0].requires_grad and probed[0].shape[1:] == (3, 32, 32)  # a gradient to the images: an attack's
+    narrow = {**meta["config"], "width": 4}
+    assert evaluate_module.classifier_layout(model, args, narrow, CPU) == "off" and len(probed) == 1
+    with pytest.raises(UsageError, match="--channels-last on needs --width 8 or more"):
+        evaluate_module.classifier_layout(model, parse_args("simclr", ["--checkpoint", "-", "--channels-last", "on"]),
+                                          narrow, CPU)

@@ -94,3 +94,16 @@ def test_below_its_least_width_the_cpu_trains_contiguous_without_a_probe(monkeyp
     for width, view_size in ((8, 32), (12, 64), (16, 96)):
         cfg = {"width": width, "view_size": view_size, "channels_last": "on"}
         assert utils.train.resolve_channels_last(cfg, cpu) == "on"
+
+
+def test_the_layout_probe_leaves_gradients_random_streams_and_layout_as_they_were():
+    from utils.layout import layout_seconds
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.Conv2d(8, 4, 3))
+    for x in (torch.rand(2, 3, 8, 8), torch.rand(2, 3, 8, 8, requires_grad=True)):
+        state = torch.random.get_rng_state()
+        seconds = layout_seconds(model, x, repeats=1)
+        assert set(seconds) == {"off", "on"} and all(s > 0 for s in seconds.values())
+        assert torch.equal(torch.random.get_rng_state(), state)
+        assert x.grad is None and all(p.grad is None for p in model.parameters())
+        assert all(p.is_contiguous() for p in model.parameters())

@@ -42,6 +42,7 @@ from .config import resolve_saved
 from .data import DATASETS, load_dataset, stratified_subset
 from .errors import UsageError
 from .finetune import PROTOCOLS, Classifier, linear_head
+from .layout import FORMATS, choose_layout, layout_seconds
 from .methods import METHODS
 from .partial import Progress
 from .results import result_name
@@ -61,6 +62,9 @@ def build_parser(method: str) -> Parser:
     g.add_argument("--batch-size", type=positive_int, default=500, help="images per test / feature batch")
     g.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     g.add_argument("--seed", type=int, default=0, help="fine-tuning, attacks' random starts and the test views")
+    g.add_argument("--channels-last", choices=("auto", "on", "off"), default="auto",
+                   help="the network's memory layout (auto: on CUDA; on the CPU whichever a probe of the attack's "
+                        "pass measures faster); the same evaluation either way, up to float rounding")
     g.add_argument("--out", default=None, help="directory for the result files (default: the checkpoint's)")
     return p
 
@@ -279,6 +283,19 @@ def build_classifier(encoder, args, cfg, num_classes, device) -> Classifier:
     return Classifier(encoder, head, args.features, augment, views).to(device).eval()
 
 
+def classifier_layout(model: Classifier, args, cfg, device) -> str:
+    """--channels-last as 'on' or 'off' for this evaluation (``utils.layout``); the CPU's probe times an attack's
+    pass, to the images, through the classifier itself."""
+    size = image_size_of(args, cfg)
+
+    def probe():
+        with torch.random.fork_rng(devices=[]):
+            images = torch.rand(32, 3, size, size, device=device, requires_grad=True)
+        return layout_seconds(model, images)
+
+    return choose_layout(args.channels_last, device, cfg["width"], max(size, cfg["view_size"]), probe)
+
+
 def robust_accuracy(model, images, labels, eps_list, steps, batch_size, device, step_size=None, random_start=True):
     """Percent correct on clean uint8 images and under PGD (cross-entropy, ``steps`` steps of ``step_size``,
     default eps/4) at each eps; an image counts under attack only if it is also correct clean. Every image
@@ -377,9 +394,9 @@ def result_paths(args, out_dir: Path, suffix: str = ""):
 
 # Settings that do not change what an evaluation measures: rerunning with other values is the same evaluation.
 # The checkpoint is compared by what it holds (``checkpoint_identity``), not by how its path was written.
-# --batch-size and --device are not among them: PGD's random starts and AutoAttack's seeding are drawn per
-# batch, on the device.
-SAME_EVALUATION = ("out", "download", "checkpoint")
+# --channels-last changes float rounding only. --batch-size and --device are not among them: PGD's random starts
+# and AutoAttack's seeding are drawn per batch, on the device.
+SAME_EVALUATION = ("out", "download", "checkpoint", "channels_last")
 
 
 def checkpoint_identity(path, meta) -> dict:
@@ -476,6 +493,8 @@ def evaluate(method: str, argv=None):
     warn_if_unfinished(ckpt_path, meta)
     refuse_to_replace_another_evaluation(json_path, args, identity)
     model = build_classifier(encoder.to(device), args, meta["config"], num_classes, device)
+    layout = classifier_layout(model, args, meta["config"], device)
+    model.to(memory_format=FORMATS[layout])
     progress = Progress(json_path, {k: v for k, v in vars(args).items() if k not in SAME_EVALUATION}, identity)
     try:
         measured = fit_and_test(model, data, args, device, progress)
@@ -488,7 +507,7 @@ def evaluate(method: str, argv=None):
               "protocol": args.protocol, "features": args.features, "test_views": args.test_views, **measured,
               "data": data.source, "trained_on": trained_on(meta["config"]), "subsets": data.subsets,
               "train_seconds": meta["train_seconds"], "train_machines": meta["train_machines"],
-              "machine": machine(device), "train_config": meta["config"],
+              "machine": machine(device), "channels_last": layout, "train_config": meta["config"],
               "seconds": round(time.monotonic() - started, 1), "settings": dict(vars(args))}
     json_path, fitted_path = save_result(result, model, args, num_classes, json_path, identity)
     progress.clear()

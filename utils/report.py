@@ -64,7 +64,7 @@ def eval_text(r) -> str:
 
 
 # Settings no table column is for: where the files are (no local paths in tables) and what other columns show.
-NOT_SETTINGS = ("checkpoint", "out", "data_dir", "download", "protocol", "features", "test_views")
+NOT_SETTINGS = ("checkpoint", "out", "data_dir", "download", "protocol", "features", "test_views", "channels_last")
 
 
 def settings_text(r) -> str:

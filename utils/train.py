@@ -19,9 +19,9 @@ from .checkpoint import clean_state_dict
 from .cli import run_main
 from .config import parse_config
 from .data import training_images
-from .errors import UsageError
 from .guard import RunGuard
 from .knn import monitor_for
+from .layout import choose_layout, layout_seconds
 from .optim import LARS, cosine_lr
 from .run import resolve_device
 from .rundir import RunDir
@@ -181,48 +181,20 @@ class Trainer:
         self.run_dir.stop(reason, self.epoch, self.batch_in_epoch, self.steps_per_epoch)
 
 
-# PyTorch's CPU backward in channels-last corrupts the heap at narrow widths: measured with torch 2.14.1 on an AVX2
-# AMD EPYC, an abort, a segfault or a hang, with one thread or two, at width 4 on 32x32 views and at width 8 on
-# 48x48 views and larger (width 8 at 32x32 and widths 12 to 32 up to 128x128 ran).
-def cpu_channels_last_min_width(view_size: int) -> int:
-    """The narrowest ResNet whose channels-last backward ran on the CPU at ``view_size`` x ``view_size`` views."""
-    return 8 if view_size <= 32 else 12
-
-
 def resolve_channels_last(cfg: dict, device) -> str:
-    """--channels-last auto as 'on' or 'off', once, when a run starts (a resumed run keeps it): on CUDA on; on the
-    CPU the layout a probe of this run's encoder measures faster (machines differ: AMX makes channels-last faster
-    on recent Intel Xeons). The probe leaves every random stream as it was; rank 0's choice holds for every rank."""
-    least = cpu_channels_last_min_width(cfg["view_size"])
-    if device.type == "cpu" and cfg["width"] < least:
-        if cfg["channels_last"] == "on":
-            raise UsageError(f"--channels-last on needs --width {least} or more on the CPU at {cfg['view_size']}px "
-                             f"views: PyTorch's CPU kernel corrupts memory there; use --channels-last off")
-        return "off"
-    if cfg["channels_last"] != "auto":
-        return cfg["channels_last"]
-    if device.type == "cuda":
-        return "on"
-    seconds = dist.broadcast_object(layout_seconds(cfg, device) if dist.rank() == 0 else None)
-    return "on" if seconds["on"] < seconds["off"] else "off"  # the run's start line says which
+    """--channels-last auto as 'on' or 'off', once, when a run starts (a resumed run keeps it): see
+    ``utils.layout``; the CPU's probe times a fresh encoder of the run's sizes, and rank 0's choice holds for
+    every rank."""
+    def probe():
+        seconds = None
+        if dist.rank() == 0:
+            with torch.random.fork_rng(devices=[]):
+                model = run_encoder(cfg).to(device)
+                views = torch.rand(32, 3, cfg["view_size"], cfg["view_size"], device=device)
+            seconds = layout_seconds(model, views)
+        return dist.broadcast_object(seconds)
 
-
-def layout_seconds(cfg: dict, device, views=32, repeats=2) -> dict:
-    """{'off': s, 'on': s}: the best of ``repeats`` forward + backward passes of a fresh encoder of the run's sizes
-    on ``views`` random views in each memory layout, after one pass to warm up."""
-    seconds = {}
-    with torch.random.fork_rng(devices=[]):
-        model = run_encoder(cfg).to(device)
-        x = torch.rand(views, 3, cfg["view_size"], cfg["view_size"], device=device)
-        for layout, fmt in (("off", torch.contiguous_format), ("on", torch.channels_last)):
-            model, xl = model.to(memory_format=fmt), x.contiguous(memory_format=fmt)
-            times = []
-            for _ in range(repeats + 1):
-                started = time.perf_counter()
-                model(xl).float().sum().backward()
-                times.append(time.perf_counter() - started)
-            seconds[layout] = min(times[1:])
-    return seconds
+    return choose_layout(cfg["channels_last"], device, cfg["width"], cfg["view_size"], probe)  # the start line says
 
 
 def device_settings(cfg: dict, device) -> tuple:
