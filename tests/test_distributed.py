@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from contextlib import contextmanager
 
 import pytest
 import torch
@@ -40,15 +41,23 @@ def global_embeddings(method):
     return F.normalize(torch.randn(views, WORLD * B, D, generator=torch.Generator().manual_seed(7)), dim=-1)
 
 
-def worker(rank, method, init_file, out_dir):
+@contextmanager
+def gloo_group(rank, init_file):
+    """A gloo group of WORLD processes; a rank that finished waits for the others before leaving it."""
     tdist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
     try:
+        yield
+        tdist.barrier()  # leaving gloo while a peer still talks to it can abort a process at exit
+    finally:
+        tdist.destroy_process_group()
+
+
+def worker(rank, method, init_file, out_dir):
+    with gloo_group(rank, init_file):
         z = global_embeddings(method)[:, rank * B:(rank + 1) * B].clone().requires_grad_(True)
         loss, _ = objective(method, z.reshape(-1, D))
         loss.backward()
         torch.save({"loss": loss.detach(), "grad": z.grad}, os.path.join(out_dir, f"rank{rank}.pt"))
-    finally:
-        tdist.destroy_process_group()
 
 
 @pytest.mark.parametrize("method", ["empssl", "simclr"])
@@ -80,8 +89,7 @@ def bn_buffers(net):
 
 
 def per_view_worker(rank, init_file, out_dir):
-    tdist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
-    try:
+    with gloo_group(rank, init_file):
         model = bn_net()
         with torch.no_grad():
             model[1].running_mean.add_(rank)  # the wrapper must start every rank from rank 0's buffers
@@ -92,8 +100,6 @@ def per_view_worker(rank, init_file, out_dir):
         loss.backward()
         torch.save({"grads": [p.grad for p in model.parameters()], "buffers": bn_buffers(model)},
                    os.path.join(out_dir, f"rank{rank}.pt"))
-    finally:
-        tdist.destroy_process_group()
 
 
 def test_per_view_forwards_under_ddp_match_single_process(tmp_path):
