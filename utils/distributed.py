@@ -83,11 +83,23 @@ def gather_views(z: torch.Tensor) -> torch.Tensor:
     The backward of the gather sums every rank's gradient for this rank's slice; with DDP averaging the
     parameter gradients afterwards, the result is the gradient of the single-process loss on the global batch.
     """
-    if not is_distributed():
-        return z
-    from torch.distributed.nn.functional import all_gather
+    return _GatherViews.apply(z.contiguous()) if is_distributed() else z
 
-    return torch.cat(all_gather(z.contiguous()), dim=1)
+
+class _GatherViews(torch.autograd.Function):
+    """All-gather along the batch dimension, written here because torch's autograd all_gather is deprecated."""
+
+    @staticmethod
+    def forward(ctx, z: torch.Tensor) -> torch.Tensor:
+        parts = [torch.empty_like(z) for _ in range(world_size())]
+        tdist.all_gather(parts, z)
+        return torch.cat(parts, dim=1)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        summed = grad.clone(memory_format=torch.contiguous_format)  # autograd's gradient is not ours to reduce in place
+        tdist.all_reduce(summed)
+        return summed.chunk(world_size(), dim=1)[rank()]
 
 
 def local_batch(batch_size: int) -> int:
