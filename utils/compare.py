@@ -1,5 +1,6 @@
-"""The two-scale comparison of ``experiments/comparison.py``: every seed's row, the means over seeds, the candidate's
-lead over each baseline against the goal's margins, and a figure of accuracy against scale.
+"""The two-scale comparison of ``experiments/comparison.py``: every seed's row, the means over seeds, each
+candidate's lead over each baseline against the goal's margins, the best candidate and its gap to the goal, and a
+figure of accuracy against scale.
 
     python -m utils.compare --results results --out results/comparison
 """
@@ -9,7 +10,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from experiments.comparison import BASELINES, CANDIDATE, COST_CEILING, MARGINS, METRICS, SCALES, SEEDS, result_path
+from experiments.comparison import BASELINES, CANDIDATES, COST_CEILING, MARGINS, METRICS, SCALES, SEEDS, result_path
 from experiments.scales import SCALES as SCALE_FLAGS
 from experiments.tables import markdown_table, num
 
@@ -62,7 +63,7 @@ def collect(results: Path) -> dict:
     """{scale: {row: {seed: values}}} for every evaluation present; absent seeds are left out."""
     return {scale: {row: {seed: seed_values(path, scale, seed) for seed in SEEDS
                           if (path := result_path(results, scale, seed, row)).exists()}
-                    for row in (CANDIDATE, *BASELINES)} for scale in SCALES}
+                    for row in (*CANDIDATES, *BASELINES)} for scale in SCALES}
 
 
 def mean(runs: dict, key: str):
@@ -112,13 +113,15 @@ def mean_table(table: dict) -> list:
 
 
 def goal_table(table: dict) -> list:
-    """Per scale and baseline, the candidate's lead of means on each metric the goal names (a mark where it
-    clears the margin), then per scale whether the goal is met: every margin, every seed of every row, and no more
-    training minutes than the cost ceiling (each row's fastest seed)."""
-    header = ["Scale", f"{CANDIDATE} over", *(f"{METRICS[key][0]} (≥ {MARGINS[key]:+.0f})" for key in MARGINS)]
-    rows = [[scale, base, *(lead_cell(lead(by_row[CANDIDATE], by_row[base], key), key) for key in MARGINS)]
-            for scale, by_row in table.items() for base in BASELINES]
-    return [*markdown_table(header, rows), "", *(verdict(scale, by_row) for scale, by_row in table.items())]
+    """Per scale, candidate and baseline, the candidate's lead of means on each metric the goal names (a mark where it
+    clears the margin); then per scale and candidate whether the goal is met (every margin, every seed of every
+    row, and no more training minutes than the cost ceiling, each row's fastest seed), and the best candidate."""
+    header = ["Scale", "Candidate", "over", *(f"{METRICS[key][0]} (≥ {MARGINS[key]:+.0f})" for key in MARGINS)]
+    rows = [[scale, row, base, *(lead_cell(lead(by_row[row], by_row[base], key), key) for key in MARGINS)]
+            for scale, by_row in table.items() for row in CANDIDATES for base in BASELINES if by_row[row]]
+    verdicts = [verdict(scale, row, by_row) for scale, by_row in table.items() for row in CANDIDATES if by_row[row]]
+    return [*markdown_table(header, rows), "", *verdicts, "", *(best_line(scale, by_row) for scale, by_row in
+                                                                table.items())]
 
 
 def lead_cell(value, key) -> str:
@@ -129,15 +132,46 @@ def clears(value, key) -> bool:
     return value is not None and value >= MARGINS[key]
 
 
-def verdict(scale: str, by_row: dict) -> str:
-    missing = [f"{row} ({len(runs)} of {len(SEEDS)})" for row, runs in by_row.items() if len(runs) < len(SEEDS)]
-    minutes = [fastest(by_row[row]) for row in (CANDIDATE, COST_CEILING)]
+def verdict(scale: str, row: str, by_row: dict) -> str:
+    rows = (row, *BASELINES)
+    missing = [f"{name} ({len(by_row[name])} of {len(SEEDS)})" for name in rows if len(by_row[name]) < len(SEEDS)]
+    ours, ceiling = (min(by_row[name].values(), key=lambda v: v["minutes"] if v["minutes"] is not None
+                         else float("inf")) if by_row[name] else None for name in (row, COST_CEILING))
+    minutes = [None if v is None else v["minutes"] for v in (ours, ceiling)]
     cheap = None not in minutes and minutes[0] <= minutes[1]
-    leads = [clears(lead(by_row[CANDIDATE], by_row[base], key), key) for base in BASELINES for key in MARGINS]
+    leads = [clears(lead(by_row[row], by_row[base], key), key) for base in BASELINES for key in MARGINS]
     met = not missing and cheap and all(leads)
     seeds = f"; seeds missing: {', '.join(missing)}" if missing else ""
-    return (f"- {scale}: goal {'met' if met else 'not met'}; {sum(leads)} of {len(leads)} margins cleared; training "
-            f"minutes (fastest seed) {num(minutes[0])} against {COST_CEILING}'s {num(minutes[1])}{seeds}")
+    machines = ("" if None in (ours, ceiling) or ours["machine"] == ceiling["machine"]
+                else f" (trained on {ours['machine']} against {ceiling['machine']})")
+    return (f"- {scale}, {row}: goal {'met' if met else 'not met'}; {sum(leads)} of {len(leads)} margins cleared; "
+            f"training minutes (fastest seed) {num(minutes[0])} against {COST_CEILING}'s {num(minutes[1])}"
+            f"{machines}{seeds}")
+
+
+def shortfall(by_row: dict, row: str):
+    """(points, metric, baseline): how far the candidate's mean falls short of the goal's margin where it falls
+    shortest (0 where it clears every margin); None while a lead is unmeasured."""
+    gaps = [(MARGINS[key] - lead(by_row[row], by_row[base], key), key, base)
+            for base in BASELINES for key in MARGINS if lead(by_row[row], by_row[base], key) is not None]
+    if len(gaps) < len(BASELINES) * len(MARGINS):
+        return None
+    points, key, base = max(gaps)
+    return max(points, 0.0), key, base
+
+
+def best_line(scale: str, by_row: dict) -> str:
+    """The candidate whose worst margin falls least short, and by how much: the measured gap to the goal."""
+    gaps = {row: gap for row in CANDIDATES if (gap := shortfall(by_row, row)) is not None}
+    if not gaps:
+        return f"- {scale}: no candidate measured against every baseline"
+    row = min(gaps, key=lambda name: gaps[name][0])
+    points, key, base = gaps[row]
+    seeds = ", ".join(map(str, by_row[row]))
+    if points == 0:
+        return f"- {scale}: best candidate {row} (seeds {seeds}) clears every margin over every baseline"
+    return (f"- {scale}: best candidate {row} (seeds {seeds}), {points:.1f} points short of the goal at its worst "
+            f"margin ({METRICS[key][0]} over {base})")
 
 
 def lead(candidate: dict, baseline: dict, key: str):
@@ -154,24 +188,29 @@ def plot_by_scale(table: dict, path: Path) -> None:
 
     fig, axes = plt.subplots(1, len(METRICS), figsize=(4 * len(METRICS), 5), sharey=False)
     for ax, (key, (title, _, _)) in zip(axes, METRICS.items()):
-        for row in (CANDIDATE, *BASELINES):
-            points = [(x, [v[key] for v in table[scale][row].values() if v[key] is not None])
-                      for x, scale in enumerate(SCALES)]
-            points = [(x, values) for x, values in points if values]
+        rows = (*CANDIDATES, *BASELINES)
+        for k, row in enumerate(rows):
+            points = row_points(table, row, key)
             if points:
+                offset = 0.04 * (k - (len(rows) - 1) / 2)  # rows at one scale side by side, their bars apart
                 means = [statistics.fmean(values) for _, values in points]
-                low = [m - min(values) for m, (_, values) in zip(means, points)]
-                high = [max(values) - m for m, (_, values) in zip(means, points)]
-                ax.errorbar([x for x, _ in points], means, yerr=[low, high], marker="o", capsize=4,
-                            label=row_label(table, row))
+                ax.errorbar([x + offset for x, _ in points], means, marker="o", capsize=4, label=row_label(table, row),
+                            yerr=[[m - min(v) for m, (_, v) in zip(means, points)],
+                                  [max(v) - m for m, (_, v) in zip(means, points)]])
         ax.set(title=title, xticks=range(len(SCALES)), xticklabels=[scale_words(s) for s in SCALES],
                ylabel="accuracy (%)")
         ax.grid(alpha=0.3)
-    fig.legend(*axes[0].get_legend_handles_labels(), loc="lower center", ncol=len(BASELINES) + 1, fontsize=7)
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="lower center", ncol=3, fontsize=7)
     fig.suptitle(figure_caption(table), fontsize=7)
     fig.tight_layout(rect=(0, 0.1, 1, 0.9))
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def row_points(table: dict, row: str, key: str) -> list:
+    """[(scale's index, [each seed's value])] for the scales where the row has a value of ``key``."""
+    points = [(x, [v[key] for v in table[scale][row].values() if v[key] is not None]) for x, scale in enumerate(SCALES)]
+    return [(x, values) for x, values in points if values]
 
 
 def row_label(table: dict, row: str) -> str:
