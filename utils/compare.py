@@ -71,10 +71,16 @@ def mean(runs: dict, key: str):
     return statistics.fmean(values) if values else None
 
 
+def fastest_seed(runs: dict):
+    """The values of the row's seed that trained in the fewest minutes (its cost, as load on a shared machine only
+    ever adds time); None where no seed's minutes are known."""
+    timed = [v for v in runs.values() if v["minutes"] is not None]
+    return min(timed, key=lambda v: v["minutes"]) if timed else None
+
+
 def fastest(runs: dict):
-    """The least training minutes of a row's seeds: its cost, as load on a shared machine only ever adds time."""
-    values = [v["minutes"] for v in runs.values() if v["minutes"] is not None]
-    return min(values) if values else None
+    seed = fastest_seed(runs)
+    return None if seed is None else seed["minutes"]
 
 
 def spread(runs: dict, key: str) -> str:
@@ -135,8 +141,7 @@ def clears(value, key) -> bool:
 def verdict(scale: str, row: str, by_row: dict) -> str:
     rows = (row, *BASELINES)
     missing = [f"{name} ({len(by_row[name])} of {len(SEEDS)})" for name in rows if len(by_row[name]) < len(SEEDS)]
-    ours, ceiling = (min(by_row[name].values(), key=lambda v: v["minutes"] if v["minutes"] is not None
-                         else float("inf")) if by_row[name] else None for name in (row, COST_CEILING))
+    ours, ceiling = (fastest_seed(by_row[name]) for name in (row, COST_CEILING))
     minutes = [None if v is None else v["minutes"] for v in (ours, ceiling)]
     cheap = None not in minutes and minutes[0] <= minutes[1]
     leads = [clears(lead(by_row[row], by_row[base], key), key) for base in BASELINES for key in MARGINS]
