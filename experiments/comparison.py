@@ -4,6 +4,7 @@ from pathlib import Path
 
 from .ablations import ABLATIONS
 from .ablations import SEEDS as ABLATION_SEEDS
+from .runner import RESULT
 
 SCALES = ("small", "medium")
 SEEDS = (0, 1, 2)
@@ -31,5 +32,5 @@ def result_path(results: Path, scale: str, seed: int, row: str) -> Path:
     from ``utils.ablate --scale <scale>``'s output."""
     if row in ABLATION_NAMES:
         entry = f"{row}{ABLATION_SEEDS[seed][0]}"
-        return Path(results) / ABLATION_FOLDERS[scale] / entry / "aa" / "eval-slf-pre-v1-last.json"
+        return Path(results) / ABLATION_FOLDERS[scale] / entry / "aa" / RESULT
     return Path(results) / scale / ("" if seed == 0 else f"seed-{seed}") / f"{row}.json"
