@@ -110,3 +110,12 @@ def test_a_distilled_rows_cost_counts_its_teachers_minutes():
     distilled = {"train_seconds": 120.0, "train_config": {"teacher_identity": {"train_seconds": 60.0}}}
     assert training_seconds(student_only) == 120.0 and training_seconds(distilled) == 180.0
     assert training_seconds({"train_seconds": None}) is None
+
+
+@pytest.mark.parametrize("replays,alias", [("1", "m=1 (ours)"), ("2", "m=2 (ours)"), ("3", None)])
+def test_a_distilled_run_is_named_by_the_project_row_with_its_replays(replays, alias):
+    from utils.report import model_name
+
+    argv = ["--batch-size", "50", "--replays", replays, "--teacher", "teacher.pt"]
+    name = model_name({"train_config": parse_config("empssl", "distill", None, argv)[0]})
+    assert f"m={replays} free" in name and (name.endswith(alias) if alias else " = " not in name)

@@ -80,10 +80,11 @@ def test_a_row_killed_mid_training_resumes(tmp_path, tiny_data):
 def test_dry_run_prints_every_command_and_the_cost(tiny_data):
     out = run_script("-m", "utils.reproduce", "--scale", "small", "--data-dir", tiny_data, "--out", "unused",
                      "--dry-run", "--passes-per-second", "1000").stdout
-    n = len(select_rows(None))  # the paper's seven, two baselines and the project's own three rows
-    # one training command per row, and the distilled row's teacher before its student
-    assert n == 12 and out.count("python main_") == n + 1 and out.count("python evaluate_") == n
+    n = len(select_rows(None))  # the paper's seven, two baselines and the project's own four rows
+    # one training command per row, and each distilled row's teacher before its student
+    assert n == 13 and out.count("python main_") == n + 2 and out.count("python evaluate_") == n
     assert out.index("python main_empssl.py") < out.index("--teacher ") and "/teacher/last.pt" in out
+    assert "--replays 1 --teacher" in out and "--replays 2 --teacher" in out
     assert "--clean-views 4 --per-view-forward" in out and "--attack-style isolated" not in out
     assert "--epochs 3 " in out and "--epochs 50 " in out and "--epochs 17 " in out  # 30, 500 and 167 epochs x 0.1
     assert "estimated training time" in out
