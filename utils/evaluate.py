@@ -480,13 +480,7 @@ def evaluate(method: str, argv=None):
     data = load_data(args, meta["config"])
     num_classes = int(max(data.train_y.max(), data.test_y.max())) + 1
     if args.autoattack:
-        try:
-            reference_autoattack()
-        except ImportError as e:
-            raise UsageError(f"--autoattack: {e}") from None
-    if args.autoattack and num_classes < 10:  # checked before fine-tuning, not after it
-        raise UsageError(f"--autoattack: standard AutoAttack targets the 9 classes after the true one, so it needs at "
-                         f"least 10 classes; this data has {num_classes}")
+        check_autoattack_can_run(num_classes)
     ckpt_path = checkpoint_file(args.checkpoint)
     json_path, _ = result_paths(args, make_dir(args.out or ckpt_path.parent), transfer_suffix(args, meta["config"]))
     identity = checkpoint_identity(args.checkpoint, meta)
@@ -503,16 +497,32 @@ def evaluate(method: str, argv=None):
         print(f"interrupted: {kept}; run the same command again to continue from there", file=sys.stderr)
         sys.exit(130)
     result = {"method": method, "regime": meta["regime"], "checkpoint": str(ckpt_path), "checkpoint_identity": identity,
-              "finished": finished(meta),
-              "protocol": args.protocol, "features": args.features, "test_views": args.test_views, **measured,
-              "data": data.source, "trained_on": trained_on(meta["config"]), "subsets": data.subsets,
-              "train_seconds": meta["train_seconds"], "train_machines": meta["train_machines"],
-              "machine": machine(device), "channels_last": layout, "train_config": meta["config"],
-              "seconds": round(time.monotonic() - started, 1), "settings": dict(vars(args))}
+              "finished": finished(meta), "protocol": args.protocol, "features": args.features,
+              "test_views": args.test_views, **measured, **provenance(args, meta, data, device, layout),
+              "seconds": round(time.monotonic() - started, 1)}
     json_path, fitted_path = save_result(result, model, args, num_classes, json_path, identity)
     progress.clear()
     _print_row(result, ckpt_path, json_path, fitted_path)
     return result
+
+
+def check_autoattack_can_run(num_classes: int):
+    """Before any fitting: the reference AutoAttack is installed and the data has the classes it targets."""
+    try:
+        reference_autoattack()
+    except ImportError as e:
+        raise UsageError(f"--autoattack: {e}") from None
+    if num_classes < 10:
+        raise UsageError(f"--autoattack: standard AutoAttack targets the 9 classes after the true one, so it needs at "
+                         f"least 10 classes; this data has {num_classes}")
+
+
+def provenance(args, meta: dict, data, device, layout) -> dict:
+    """What a result was measured on and with: its data, the training's minutes and machines, this machine."""
+    return {"data": data.source, "trained_on": trained_on(meta["config"]), "subsets": data.subsets,
+            "train_seconds": meta["train_seconds"], "train_machines": meta["train_machines"],
+            "machine": machine(device), "channels_last": layout, "train_config": meta["config"],
+            "settings": dict(vars(args))}
 
 
 def _print_row(result, ckpt_path, json_path, fitted_path):
