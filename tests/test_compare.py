@@ -80,7 +80,7 @@ def test_a_margin_short_or_a_seed_missing_is_not_met(tmp_path):
     text = compare(["--results", str(results), "--out", str(tmp_path / "out")])
     assert f"| small | {CANDIDATE} | {SIMCLR} | +3.0 ✓ | +2.8 | +2.0 ✓ | +0.0 ✓ |" in text
     assert goal_line(text, "small").startswith(f"- small, {CANDIDATE}: goal not met; 6 of 8 margins cleared")
-    assert goal_line(text, "medium").endswith(f"seeds missing: {EMPSSL} (2 of 3)")
+    assert goal_line(text, "medium").endswith(f"seeds short: {EMPSSL} (2 of 3 measured)")
     assert f"| medium | {EMPSSL} | 0, 1 |" in text
 
 
