@@ -10,7 +10,8 @@ SCALES = ("small", "medium")
 SEEDS = (0, 1, 2)
 # A row is a row of ``utils.reproduce`` or an entry of ``experiments.ablations`` (its seeds the entries with the
 # seeds' suffixes); the candidates are the project's multi-crop rows, each measured against every baseline.
-CANDIDATES = ("crop-empssl-free-anchored-b50-m4", "free-clean-views-4-per-view-bn-batch-25-m-4", "free-2-epochs")
+CANDIDATES = ("crop-empssl-free-anchored-b50-m4", "free-clean-views-4-per-view-bn-batch-25-m-4", "free-2-epochs",
+              "crop-empssl-distill-b50-m2")
 BASELINES = ("crop-empssl-free", "crop-simclr-free")
 # The cost ceiling: a candidate trains in no more minutes than this row.
 COST_CEILING = "crop-simclr-free"
