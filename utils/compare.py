@@ -140,14 +140,14 @@ def clears(value, key) -> bool:
 
 def verdict(scale: str, row: str, by_row: dict) -> str:
     rows = (row, *BASELINES)
-    missing = [f"{name} ({len(by_row[name])} of {len(SEEDS)} measured)" for name in rows
-               if len(by_row[name]) < len(SEEDS)]
+    short = [f"{name} ({len(by_row[name])} of {len(SEEDS)} measured)" for name in rows
+             if len(by_row[name]) < len(SEEDS)]
     ours, ceiling = (fastest_seed(by_row[name]) for name in (row, COST_CEILING))
     minutes = [None if v is None else v["minutes"] for v in (ours, ceiling)]
     cheap = None not in minutes and minutes[0] <= minutes[1]
     leads = [clears(lead(by_row[row], by_row[base], key), key) for base in BASELINES for key in MARGINS]
-    met = not missing and cheap and all(leads)
-    seeds = f"; seeds short: {', '.join(missing)}" if missing else ""
+    met = not short and cheap and all(leads)
+    seeds = f"; seeds short: {', '.join(short)}" if short else ""
     machines = ("" if None in (ours, ceiling) or ours["machine"] == ceiling["machine"]
                 else f" (trained on {ours['machine']} against {ceiling['machine']})")
     return (f"- {scale}, {row}: goal {'met' if met else 'not met'}; {sum(leads)} of {len(leads)} margins cleared; "
