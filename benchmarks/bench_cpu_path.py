@@ -24,7 +24,7 @@ from utils.layout import FORMATS
 from utils.run import machine
 from utils.train import Trainer
 
-from .common import print_table, timeit
+from .common import print_table, scratch, timeit
 
 SETTINGS = {"float32, contiguous": ("fp32", "off"), "float32, channels-last": ("fp32", "on"),
             "bf16 autocast, contiguous": ("bf16", "off"), "bf16 autocast, channels-last": ("bf16", "on")}
@@ -96,7 +96,7 @@ def main(argv=None):
     p.add_argument("--test-images", type=int, default=250, help="images per attack pass")
     p.add_argument("--parts", nargs="+", choices=("step", "attack"), default=["step", "attack"],
                    help="what to time (without native bf16, as on AVX2 CPUs, the bf16 steps take minutes)")
-    p.add_argument("--out-dir", default="/tmp/bench_cpu_path", help="scratch run folders (nothing is saved)")
+    p.add_argument("--out-dir", default=scratch("bench_cpu_path"), help="scratch run folders (nothing is saved)")
     p.add_argument("--json", default=None, help="also write the measurements here")
     args = p.parse_args(argv)
     steps = {scale: measure(scale, args.repeats, args.out_dir, args.width, args.batch_size)

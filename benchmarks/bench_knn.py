@@ -17,7 +17,7 @@ from utils.run import machine
 from utils.train import Trainer, parse_config
 
 from .bench_train import TRAIN_IMAGES, script_rows
-from .common import print_table, timeit
+from .common import print_table, scratch, timeit
 
 
 def random_images(n, generator):
@@ -59,7 +59,7 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=10, help="timed training steps (median)")
     p.add_argument("--repeats", type=int, default=1, help="timed monitor runs (median)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--out-dir", default="/tmp/bench_knn")
+    p.add_argument("--out-dir", default=scratch("bench_knn"))
     args = p.parse_args(argv)
     g = torch.Generator().manual_seed(0)
     rows = [bench(script, args, g) for script in args.scripts]

@@ -18,7 +18,7 @@ from utils.regimes import REGIMES
 from utils.run import machine
 from utils.train import Trainer, parse_config
 
-from .common import print_table, timeit
+from .common import print_table, scratch, timeit
 
 MULTI_VIEW = next(name for name, method in METHODS.items() if method.views is None)
 
@@ -43,7 +43,7 @@ def main(argv=None):
     p.add_argument("--num-views", type=int, default=16)
     p.add_argument("--device", default="cpu")
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--out-dir", default="/tmp/bench_step")
+    p.add_argument("--out-dir", default=scratch("bench_step"))
     args = p.parse_args(argv)
     images = torch.randint(0, 256, (max(1024, args.batch_size), 3, 32, 32), dtype=torch.uint8)
     rows, base = [], None

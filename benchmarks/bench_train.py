@@ -22,7 +22,7 @@ from utils.methods import METHODS
 from utils.run import machine
 from utils.train import Trainer
 
-from .common import print_table, sync
+from .common import print_table, scratch, sync
 
 TRAIN_IMAGES = 50_000
 # Dense bf16 peak of the chips this has run on, TFLOP/s, for MFU (the H200 is the H100's processor).
@@ -139,7 +139,7 @@ def main(argv=None):
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--peak-tflops", type=float, default=None,
                    help="device peak for MFU, e.g. 989 for H100 SXM dense bf16 (default: none on CPU)")
-    p.add_argument("--out-dir", default="/tmp/bench_train")
+    p.add_argument("--out-dir", default=scratch("bench_train"))
     p.add_argument("--json", default=None, help="also write the measurements to this JSON file")
     args = p.parse_args(argv)
     if args.peak_tflops is None:

@@ -21,7 +21,7 @@ from utils.config import entry_scripts, parse_config
 from utils.run import machine
 from utils.train import Trainer
 
-from .common import print_table, sync
+from .common import print_table, scratch, sync
 
 SCRIPTS = {script: key for key, (script, _) in entry_scripts().items()}
 
@@ -60,7 +60,7 @@ def main(argv=None):
                    help='a script and its flags, e.g. "main_empssl_free_adv --clean-weight 1"')
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--out-dir", default="/tmp/bench_variants")
+    p.add_argument("--out-dir", default=scratch("bench_variants"))
     args = p.parse_args(argv)
     args.built = []
     runs = [build(config, args) for config in args.config]

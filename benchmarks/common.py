@@ -1,7 +1,14 @@
 """Timing helpers shared by the benchmarks."""
+import tempfile
 import time
+from pathlib import Path
 
 import torch
+
+
+def scratch(name: str) -> str:
+    """A benchmark's default folder for the run folders it throws away: in the system's temporary directory."""
+    return str(Path(tempfile.gettempdir()) / name)
 
 
 def sync(device):
