@@ -117,10 +117,10 @@ def test_free_adversary_persists_ascends_and_projects():
 
 def test_free_adversary_refuses_wrong_shape_and_step_without_backward():
     adv = FreeAdversary((2, 3, 4, 4), 0.1, 0.01)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="has shape"):
         adv.perturb(torch.rand(3, 3, 4, 4))
     adv.perturb(torch.rand(2, 3, 4, 4))
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match="needs a backward"):
         adv.step(torch.rand(2, 3, 4, 4))
 
 

@@ -420,14 +420,16 @@ def test_params_with_fields_off_and_validation():
     x = make_image(seed=14)
     aug = augment_for(1, "simclr", "crop")
     torch.testing.assert_close(aug.apply(x, full_params(1)), x, atol=0, rtol=0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="expected images"):
         aug.apply(x[0], full_params(1))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="do not split over a batch"):
         aug.apply(make_image(2), full_params(3))
-    for bad in (dict(method="byol"), dict(preset="tiles"), dict(scale=(0.5, 0.2)), dict(jitter=(0.4, 0.4, 0.4, 0.7)),
-                dict(grayscale_p=1.5), dict(size=0)):
+    for bad, message in ((dict(method="byol"), "unknown method"), (dict(preset="tiles"), "unknown preset"),
+                         (dict(scale=(0.5, 0.2)), "scale must be"), (dict(jitter=(0.4, 0.4, 0.4, 0.7)), "jitter must"),
+                         (dict(grayscale_p=1.5), "grayscale_p must be a probability"),
+                         (dict(size=0), "must be positive")):
         kwargs = {"method": "empssl", "preset": "crop", **bad}
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match=message):
             augment_for(2, kwargs.pop("method"), kwargs.pop("preset"), **kwargs)
 
 

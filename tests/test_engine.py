@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from utils.checkpoint import load_checkpoint
+from utils.errors import UsageError
 from utils.methods import METHODS, Method
 from utils.regimes import REGIMES, Regime, add_radius_flags
 from utils.run import read_jsonl
@@ -106,7 +107,7 @@ def test_a_regime_defined_in_a_test_trains_checkpoints_and_resumes(tmp_path, tin
     out = train(tmp_path / "a", tiny_data, "empssl", "toy-noise", "--num-views", "2", "--eps", "4/255", "--epochs", "1")
     assert load_checkpoint(out / "last.pt")["regime_state"] == [{"batches": 2}]
     cfg, given, _ = parse_config("empssl", "toy-noise", {}, ["--resume", str(out), "--epochs", "2"])
-    with pytest.raises(Exception, match="--epochs 2"):  # the run's config is the checkpoint's
+    with pytest.raises(UsageError, match="cannot resume .* --epochs 2"):  # the run's config is the checkpoint's
         Trainer(cfg, given)
     cfg, given, _ = parse_config("simclr", "toy-noise", {}, ["--data-dir", str(tiny_data), "--subset", "32",
                                                               "--out-dir", str(tmp_path / "b"), *map(str, TINY)])

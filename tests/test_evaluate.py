@@ -216,6 +216,10 @@ def test_our_pgd_equals_torchattacks_on_encoder_and_head(fitted):
     # torchattacks averages the loss over the batch; the evaluation sums it (same sign, less underflow).
     ours = pgd_linf(lambda xa: F.cross_entropy(fitted(xa), yt), x, 8 / 255, 2 / 255, 20, False)
     torch.testing.assert_close(ours, ref, rtol=0, atol=1e-6)
+    with torch.no_grad():  # the evaluation's own attack (its summed loss) counts what torchattacks' images leave
+        expected = 100 * ((fitted(x).argmax(1) == yt) & (fitted(ref).argmax(1) == yt)).float().mean().item()
+    clean, robust, _ = robust_accuracy(fitted, xt, yt, [8 / 255], 20, 16, CPU, step_size=2 / 255, random_start=False)
+    assert robust[8 / 255] == pytest.approx(expected) and robust[8 / 255] < clean
 
 
 def test_test_views_classifier_is_one_function_of_the_image_in_any_batch():

@@ -21,7 +21,8 @@ def free_trainer(tmp_path, tiny_data, *extra):
 
 @pytest.mark.parametrize("extra", [(), ("--precision", "bf16", "--channels-last", "on")])
 def test_a_training_step_reads_nothing_back_to_the_host(tmp_path, tiny_data, monkeypatch, extra):
-    """On a GPU each of these would wait for the device; a training step uses none."""
+    """On a GPU each of these would wait for the device; a training step uses none. Reads inside torch's own C++
+    (an operator whose output size depends on values) are beyond a CPU's reach: the CUDA test below catches them."""
     t = free_trainer(tmp_path, tiny_data, "--log-every", "100", *extra)
     t.train_step(t.images[:16])  # optimizer state exists before the checked step
     monkeypatch.setitem(multiview._GATHER_MASKED_VIEWS, "cpu", False)  # the masked views as on a GPU
@@ -29,7 +30,18 @@ def test_a_training_step_reads_nothing_back_to_the_host(tmp_path, tiny_data, mon
         def refuse(*args, _name=name, **kwargs):
             raise AssertionError(f"Tensor.{_name} in the training step: a host sync on a GPU")
         monkeypatch.setattr(torch.Tensor, name, refuse)
-    monkeypatch.setattr(torch, "nonzero", lambda *a, **k: pytest.fail("torch.nonzero in the training step"))
+    for name in ("nonzero", "masked_select", "unique"):  # their output's size is known only on the device
+        monkeypatch.setattr(torch, name, lambda *a, _name=name, **k: pytest.fail(f"torch.{_name} in the training step"))
+    monkeypatch.setattr(torch.Tensor, "unique", lambda *a, **k: pytest.fail("Tensor.unique in the training step"))
+    index = torch.Tensor.__getitem__
+
+    def no_mask_index(self, key):
+        keys = key if isinstance(key, tuple) else (key,)
+        if any(isinstance(k, torch.Tensor) and k.dtype == torch.bool for k in keys):
+            pytest.fail("a boolean-mask index in the training step: its size is known only on the device")
+        return index(self, key)
+
+    monkeypatch.setattr(torch.Tensor, "__getitem__", no_mask_index)
     loss, terms = t.train_step(t.images[16:32])
     values = torch.stack([loss.detach().float(), *terms])
     monkeypatch.undo()
@@ -68,16 +80,23 @@ def test_on_cuda_a_free_step_and_the_guard_never_wait_for_the_gpu(tmp_path, tiny
         torch.cuda.set_sync_debug_mode(0)
 
 
-def test_channels_last_auto_is_chosen_once_by_a_probe_that_leaves_the_random_streams_alone(tmp_path, tiny_data):
-    from utils.train import resolve_channels_last
+def test_channels_last_auto_is_chosen_once_by_a_probe_that_leaves_the_random_streams_alone(tmp_path, tiny_data,
+                                                                                              monkeypatch):
+    import utils.train
 
+    probes = []
+    probe = utils.train.layout_seconds
+    monkeypatch.setattr(utils.train, "layout_seconds", lambda *a: probes.append(1) or probe(*a))
     t = free_trainer(tmp_path / "auto", tiny_data, "--channels-last", "auto")
-    assert t.cfg["channels_last"] in ("on", "off")
+    assert len(probes) == 1 and t.cfg["channels_last"] in ("on", "off")
     assert t.channels_last == (t.cfg["channels_last"] == "on")
     pinned = free_trainer(tmp_path / "pinned", tiny_data, "--channels-last", t.cfg["channels_last"])
-    for key, value in t.model.state_dict().items():  # the probe drew nothing from the run's random streams
+    for key, value in t.model.state_dict().items():
         assert torch.equal(value, pinned.model.state_dict()[key]), key
-    assert resolve_channels_last({**t.cfg, "channels_last": "off"}, t.device) == "off"
+    assert len(probes) == 1  # a chosen layout (what a checkpoint's config holds) is not probed again
+    state = torch.random.get_rng_state()  # the run reseeds after the probe, so its weights alone cannot tell
+    assert utils.train.resolve_channels_last({**t.cfg, "channels_last": "auto"}, t.device) in ("on", "off")
+    assert torch.equal(torch.random.get_rng_state(), state) and len(probes) == 2
 
 
 def test_below_its_least_width_the_cpu_trains_contiguous_without_a_probe(monkeypatch):

@@ -54,6 +54,11 @@ def test_feature_scale_does_not_matter_but_direction_does():
     labels = torch.randint(0, 5, (40,), generator=g)
     scale = torch.rand(40, 1, generator=g) * 100 + 0.01
     assert torch.equal(knn_predict(train * scale, labels, test * 3, 5), knn_predict(train, labels, test, 5))
+    flipped = train.clone()
+    flipped[:20] *= -1  # same lengths, half the directions reversed: the oracle's answer moves, and so must ours
+    expected, tie_free = oracle(flipped, labels, test, 5, 20, 0.07)
+    assert tie_free and not torch.equal(expected, knn_predict(train, labels, test, 5))
+    assert torch.equal(knn_predict(flipped, labels, test, 5), expected)
 
 
 def test_bf16_features_give_the_float32_answer_for_their_values():

@@ -158,8 +158,10 @@ def test_truncated_and_foreign_checkpoints(tmp_path, tiny_data):
                                                                     "--device", "cpu"])
 
 
-@pytest.mark.parametrize("case", ["missing_dir", "empty_dir", "unwritable_out", "cuda"])
-def test_bad_input_is_one_line(tmp_path, tiny_data, case):
+@pytest.mark.parametrize("case,message", [("missing_dir", "no cifar10 data at"), ("empty_dir", "no image files under"),
+                                          ("unwritable_out", "cannot write to output directory /proc/forbidden"),
+                                          ("cuda", "no usable CUDA GPU")])
+def test_bad_input_is_one_line(tmp_path, tiny_data, case, message):
     args = {
         "missing_dir": ["--data-dir", tmp_path / "nope", "--out-dir", tmp_path / "run"],
         "empty_dir": ["--data", "imagefolder", "--data-dir", tmp_path, "--out-dir", tmp_path / "run"],
@@ -171,8 +173,9 @@ def test_bad_input_is_one_line(tmp_path, tiny_data, case):
     if case == "empty_dir":
         (tmp_path / "train").mkdir()
     device = [] if case == "cuda" else ["--device", "cpu"]
-    proc = run_script("main_empssl.py", *args, *device, "--width", "8", "--hidden-dim", "32", check=False)
-    one_line_error(proc)
+    proc = run_script("main_empssl.py", *args, *device, "--width", "8", "--hidden-dim", "32", "--batch-size", "16",
+                      "--subset", "32", check=False)  # the fault under test is the run's only one
+    assert message in one_line_error(proc)
 
 
 @pytest.mark.parametrize("stop_step,where", [(6, (1, 2)), (4, (1, 0))])  # mid-epoch 2; last batch of epoch 1

@@ -33,8 +33,9 @@ def test_time_limit_stops_with_a_checkpoint_and_the_same_command_resumes(tmp_pat
 
 
 def test_a_resumed_run_does_not_inherit_the_time_limit(tmp_path, tiny_data):
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as stop:
         trainer(tiny_data, tmp_path, "--time-limit", "1e-6").run()
+    assert stop.value.code == TIME_LIMIT_EXIT
     assert trainer(tiny_data, tmp_path).cfg["time_limit"] is None
 
 
