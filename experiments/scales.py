@@ -28,6 +28,13 @@ SCALES = {
                     "--autoattack-samples", "200"),
                    "epochs x 0.1, width 8, hidden 512, 2,000 training images; SLF on 10,000 images without "
                    "augmentation, tested on 1,000; AutoAttack on 200"),
+    # small's data, epochs and evaluation at medium's width: the width half of the step from small to medium, to
+    # tell whether a difference between rows that changes with scale follows the network's size or the data's.
+    "small-w16": Scale(0.1, ("--width", "16", "--hidden-dim", "1024", "--subset", "2000", "--knn-test", "1000"),
+                       ("--subset-train", "10000", "--no-train-augment", "--subset-test", "1000", "--autoattack",
+                        "--autoattack-samples", "200"),
+                       "epochs x 0.1, width 16, hidden 1024, 2,000 training images; SLF on 10,000 images without "
+                       "augmentation, tested on 1,000; AutoAttack on 200"),
     "smoke": Scale(0.0, ("--width", "4", "--hidden-dim", "16", "--subset", "64", "--batch-size", "16",
                          "--num-views", "5", "--pgd-steps", "1", "--replays", "2", "--knn-test", "20"),
                    ("--subset-train", "64", "--no-train-augment", "--subset-test", "20", "--finetune-epochs", "1",

@@ -178,3 +178,12 @@ def test_the_header_says_how_the_papers_settings_were_carried_to_other_data():
     assert words("--data", "imagefolder").endswith("carried over unchanged to imagefolder at images of their own size.")
     assert words("--data", "stl10", "--image-size", "64", "--view-size", "48").endswith(
         "to stl10 at 64x64 images, cut into 48x48 views.")
+
+
+def test_the_wide_small_scale_differs_from_small_in_the_network_alone():
+    small, wide, medium = SCALES["small"], SCALES["small-w16"], SCALES["medium"]
+    pairs = {s: dict(zip(s.train[::2], s.train[1::2])) for s in (small, wide, medium)}
+    changed = {flag for flag in pairs[small] if pairs[small][flag] != pairs[wide][flag]}
+    assert changed == {"--width", "--hidden-dim"} and pairs[wide].keys() == pairs[small].keys()
+    assert all(pairs[wide][flag] == pairs[medium][flag] for flag in changed)
+    assert (wide.evaluate, wide.epoch_factor) == (small.evaluate, small.epoch_factor)
