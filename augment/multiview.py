@@ -9,7 +9,7 @@ are as large as the images, the default); larger crops are resampled bilinearly 
 and patch presets are fractions of the image's area, so they cut the same views of an image at any size.
 """
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Optional
 
 import torch
@@ -20,6 +20,10 @@ PRESETS = {
     "crop": {"scale": (0.08, 1.0), "ratio": (3 / 4, 4 / 3)},
     "patch": {"scale": (0.25, 0.25), "ratio": (1.0, 1.0)},
 }
+# The weak views of ``weak_views``: near-full crops with a flip and no colour operation, as the images that AdvCL,
+# DeACL and ProFeAT craft their adversarial examples from (a 4-pixel padded random crop of a 32x32 image keeps at
+# least 77% of it).
+WEAK_SCALE = (0.75, 1.0)
 # jitter = (brightness, contrast, saturation, hue): SimCLR's pipeline. A method passes its own settings in.
 DEFAULTS = {"jitter": (0.4, 0.4, 0.4, 0.1), "blur_p": 0.0, "solarize_p": 0.0}
 GRAY_WEIGHTS = (0.2989, 0.587, 0.114)
@@ -120,30 +124,49 @@ class ViewParams:
                              for f in fields(self)})
 
 
-class MultiViewAugment:
-    """``aug(x, generator=None)``: (B, 3, H, W) uint8 or [0, 1] float images -> (num_views * B, 3, size, size)
-    float views in [0, 1], view-major (row v * B + i is view v of image i), on x's device, differentiable
-    w.r.t. a float x. It is ``apply(x, sample_params(B, x.device, generator, (H, W)))``: the two steps let the
-    views' parameters stay fixed while the images change (e.g. under attack). The settings are
-    ``augment_config``'s; ``utils.blocks.augment_for`` fills in a method's own."""
+def at_strength(cfg: AugmentConfig, strength: float) -> AugmentConfig:
+    """DynACL's augmentation strength (Luo et al., 2023): each probability and jitter magnitude times ``strength``,
+    and the crop's area fractions moved toward the whole image, ``1 - (1 - a) * strength``; 1 is ``cfg`` itself,
+    0 the whole image, flipped or not."""
+    if not 0 <= strength <= 1:
+        raise ValueError(f"strength must be in [0, 1], got {strength}")
+    if strength == 1:
+        return cfg
+    return replace(cfg, scale=tuple(1 - (1 - a) * strength for a in cfg.scale),
+                   jitter=tuple(j * strength for j in cfg.jitter), jitter_p=cfg.jitter_p * strength,
+                   grayscale_p=cfg.grayscale_p * strength, blur_p=cfg.blur_p * strength,
+                   solarize_p=cfg.solarize_p * strength)
 
-    def __init__(self, num_views, preset, **kwargs):
+
+class MultiViewAugment:
+    """``aug(x, generator=None, strength=1)``: (B, 3, H, W) uint8 or [0, 1] float images -> (num_views * B, 3, size,
+    size) float views in [0, 1], view-major (row v * B + i is view v of image i), on x's device, differentiable
+    w.r.t. a float x. It is ``apply(x, sample_params(B, x.device, generator, (H, W), strength))``: the two steps let
+    the views' parameters stay fixed while the images change (e.g. under attack). The settings are
+    ``augment_config``'s; ``utils.blocks.augment_for`` fills in a method's own. The last ``weak_views`` views of
+    each image are weak: crops of ``WEAK_SCALE`` of its area, flipped or not, with no colour operation."""
+
+    def __init__(self, num_views, preset, weak_views=0, **kwargs):
         self.preset = preset
         self.config = augment_config(num_views, preset, **kwargs)
         self.num_views, self.size = self.config.num_views, self.config.size
+        if not 0 <= weak_views <= self.num_views:
+            raise ValueError(f"weak_views must be in [0, {self.num_views}], got {weak_views}")
+        self.weak_views = int(weak_views)
 
     def __repr__(self):
-        return f"MultiViewAugment(preset={self.preset!r}, {self.config})"
+        return f"MultiViewAugment(preset={self.preset!r}, weak_views={self.weak_views}, {self.config})"
 
-    def __call__(self, x: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
-        params = self.sample_params(x.shape[0], x.device, generator=generator, image_size=tuple(x.shape[-2:]))
+    def __call__(self, x: Tensor, generator: Optional[torch.Generator] = None, strength: float = 1.0) -> Tensor:
+        params = self.sample_params(x.shape[0], x.device, generator=generator, image_size=tuple(x.shape[-2:]),
+                                    strength=strength)
         return self.apply(x, params)
 
-    def sample_params(self, batch_size, device, generator=None, image_size=None) -> ViewParams:
+    def sample_params(self, batch_size, device, generator=None, image_size=None, strength=1.0) -> ViewParams:
         """Draws the parameters of ``num_views`` views of each of ``batch_size`` images of ``image_size``
-        (H, W), default (size, size), from torchvision's distributions, on ``device``. The crop boxes fit
-        that size; ``apply`` them to images of it."""
-        cfg = self.config
+        (H, W), default (size, size), from torchvision's distributions at ``strength`` (``at_strength``), on
+        ``device``. The crop boxes fit that size; ``apply`` them to images of it."""
+        cfg = at_strength(self.config, strength)
         n = cfg.num_views * batch_size
         height, width = (int(v) for v in image_size) if image_size is not None else (cfg.size, cfg.size)
         # One draw for all per-view numbers: on GPUs every random op is a kernel launch.
@@ -169,6 +192,8 @@ class MultiViewAugment:
             params.sigma = _uniform(sigma, *cfg.blur_sigma)
         if cfg.solarize_p > 0:
             params.solarize = solarize < cfg.solarize_p
+        if self.weak_views:
+            _make_weak(params, crop, (self.num_views - self.weak_views) * batch_size, height, width, cfg.ratio)
         return params
 
     def apply(self, x: Tensor, params: ViewParams) -> Tensor:
@@ -219,6 +244,17 @@ class _UnitClamp(torch.autograd.Function):
     def backward(ctx, grad):
         y, passthrough = ctx.saved_tensors
         return grad * (((y > 0) & (y < 1)) | passthrough), None
+
+
+def _make_weak(params: ViewParams, crop: Tensor, first: int, height: int, width: int, ratio: tuple) -> None:
+    """Rows ``first`` on of ``params`` as weak views: their boxes redrawn from the same uniforms at ``WEAK_SCALE``,
+    their colour operations off (the flips stay)."""
+    boxes = _sample_boxes(crop[first:], height, width, WEAK_SCALE, ratio)
+    for name, box in zip(("top", "left", "height", "width"), boxes):
+        getattr(params, name)[first:] = box
+    for name in ("jitter", "grayscale", "blur", "solarize"):
+        if getattr(params, name) is not None:
+            getattr(params, name)[first:] = False
 
 
 def _uniform(u, low, high):

@@ -41,6 +41,7 @@ class Job:
     train: list
     evaluations: dict = field(default_factory=dict)
     before: list = field(default_factory=list)  # (method, regime, flags) of runs trained first (a teacher), in order
+    results: dict = field(default_factory=dict)  # sub-folder -> the name of its result file, where not RESULT
 
     @property
     def script(self) -> str:
@@ -49,6 +50,9 @@ class Job:
     @property
     def checkpoint(self) -> Path:
         return self.folder / "train" / "last.pt"
+
+    def result(self, name) -> str:
+        return self.results.get(name, RESULT)
 
     def eval_argv(self, name) -> list:
         return ["--checkpoint", str(self.checkpoint), "--out", str(self.folder / name), *self.evaluations[name]]
@@ -106,22 +110,22 @@ def read_result(folder, name=RESULT):
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def evaluation_status(checkpoint: Path, folder: Path) -> str:
-    """'todo' (no result in ``folder``), 'done' (its result evaluated the bytes ``checkpoint`` holds now), or why
+def evaluation_status(checkpoint: Path, folder: Path, name: str = RESULT) -> str:
+    """'todo' (no result ``name`` in ``folder``), 'done' (it evaluated the bytes ``checkpoint`` holds now), or why
     it is neither."""
-    result = read_result(folder)
+    result = read_result(folder, name)
     if result is None:
         return "todo"
     evaluated = (result.get("checkpoint_identity") or {}).get("sha1")
     if not evaluated or not checkpoint.is_file() or not file_sha1(checkpoint).startswith(evaluated):
-        return (f"{folder / RESULT} evaluated another checkpoint than {checkpoint}; move the result aside to "
+        return (f"{folder / name} evaluated another checkpoint than {checkpoint}; move the result aside to "
                 f"evaluate it again")
     return "done"
 
 
 def run_job(job) -> str:
     """'done' (found finished, nothing run), 'ok', or what failed; output goes to the row's log.txt."""
-    states = {name: evaluation_status(job.checkpoint, job.folder / name) for name in job.evaluations}
+    states = {name: evaluation_status(job.checkpoint, job.folder / name, job.result(name)) for name in job.evaluations}
     stale = [s for s in states.values() if s not in ("todo", "done")]
     if stale:
         return stale[0]

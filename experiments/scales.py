@@ -11,6 +11,15 @@ class Scale:
     note: str = ""
     epochs: int = 0  # instead of the factor, when set
 
+    @property
+    def autoattack(self) -> bool:
+        """Whether the scale's evaluation runs AutoAttack."""
+        return "--autoattack" in self.evaluate
+
+    def evaluate_with(self, attack: str) -> tuple:
+        """The evaluation flags with AutoAttack's as ``attack``: ``--autoattack`` (as they are) or ``--screen``."""
+        return tuple(attack if flag == "--autoattack" else flag for flag in self.evaluate)
+
 
 SCALES = {
     "full": Scale(1.0, (), ("--autoattack",), "the scripts' defaults: the paper's settings"),

@@ -27,6 +27,22 @@ def cifar10_jpeg():
     return Path(path)
 
 
+@pytest.fixture
+def cheap_autoattack(monkeypatch):
+    """AutoAttack's standard cascade and code path with far fewer iterations, targets and queries: seconds."""
+    from pyautoattack import AutoAttack
+
+    standard = AutoAttack._set_version
+
+    def cheap(self, version="standard"):
+        standard(self, version)
+        self.apgd.n_iter = self.apgd_targeted.n_iter = self.fab.n_iter = 10
+        self.apgd_targeted.n_target_classes = self.fab.n_target_classes = 3
+        self.square.n_queries = 100
+
+    monkeypatch.setattr(AutoAttack, "_set_version", cheap)
+
+
 def write_cifar10(root: Path, n_train=64, n_test=40, seed=0):
     """A tiny CIFAR-10 in the original pickled layout: class k is a noisy image of colour k."""
     import pickle

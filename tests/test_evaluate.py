@@ -63,20 +63,6 @@ def fitted():
     return model.requires_grad_(False)
 
 
-@pytest.fixture
-def cheap_autoattack(monkeypatch):
-    """AutoAttack's standard cascade and code path with far fewer iterations, targets and queries: seconds."""
-    standard = AutoAttack._set_version
-
-    def cheap(self, version="standard"):
-        standard(self, version)
-        self.apgd.n_iter = self.apgd_targeted.n_iter = self.fab.n_iter = 10
-        self.apgd_targeted.n_target_classes = self.fab.n_target_classes = 3
-        self.square.n_queries = 100
-
-    monkeypatch.setattr(AutoAttack, "_set_version", cheap)
-
-
 # Training augmentation, TRADES
 
 

@@ -20,9 +20,9 @@ def augment_settings(method: str, **overrides) -> dict:
     return {**METHODS.lookup(method).augment, **{k: v for k, v in overrides.items() if v is not None}}
 
 
-def augment_for(num_views: int, method: str, preset: str, **overrides) -> MultiViewAugment:
+def augment_for(num_views: int, method: str, preset: str, weak_views: int = 0, **overrides) -> MultiViewAugment:
     """``augment.MultiViewAugment`` with the method's settings; ``overrides`` (None: the method's) win."""
-    return MultiViewAugment(num_views, preset, **augment_settings(method, **overrides))
+    return MultiViewAugment(num_views, preset, weak_views, **augment_settings(method, **overrides))
 
 
 def reference_for(num_views: int, method: str, preset: str, **overrides) -> ReferenceAugment:
@@ -54,8 +54,10 @@ def resolve_sizes(cfg: dict, images) -> None:
 
 
 def run_augment(cfg: dict, num_views: int | None = None) -> MultiViewAugment:
-    """The views a training run cuts (``num_views`` of them instead of the run's, when given)."""
-    return augment_for(num_views or cfg["num_views"], cfg["method"], cfg["preset"], size=cfg["view_size"],
+    """The views a training run cuts, its weak ones included; ``num_views``: that many of its strong views instead
+    (an evaluation's test views)."""
+    weak = cfg.get("weak_views", 0) if num_views is None else 0
+    return augment_for(num_views or cfg["num_views"], cfg["method"], cfg["preset"], weak, size=cfg["view_size"],
                        **crop_overrides(cfg))
 
 

@@ -26,6 +26,28 @@ def radius(text: str) -> float:
     return value
 
 
+def step_size(text: str):
+    """An ascent step: a radius, or ``eps`` for the step equal to the radius (``--eps``), as free adversarial
+    training's authors chose (Shafahi et al., 2019)."""
+    return "eps" if text.strip() == "eps" else radius(text)
+
+
+def unit_interval(text: str) -> float:
+    """A number in [0, 1]."""
+    value = fraction(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is above 1: choose a number in [0, 1]")
+    return value
+
+
+def decay_rate(text: str) -> float:
+    """A moving average's decay: a number in [0, 1)."""
+    value = fraction(text)
+    if value >= 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not below 1: choose a decay in [0, 1), e.g. 0.99")
+    return value
+
+
 def _bounded(kind, low, name):
     def parse(text):
         try:

@@ -11,7 +11,17 @@ from augment import PRESETS
 from models import ARCHS, STEMS
 
 from . import ablation
-from .cli import BoolFlag, Parser, default_data_dir, nonneg_float, nonneg_int, positive_float, positive_int
+from .cli import (
+    BoolFlag,
+    Parser,
+    decay_rate,
+    default_data_dir,
+    nonneg_float,
+    nonneg_int,
+    positive_float,
+    positive_int,
+    unit_interval,
+)
 from .data import DATASETS
 from .errors import UsageError
 from .methods import METHODS
@@ -110,6 +120,9 @@ def _optimisation_flags(g):
     g.add_argument("--momentum", type=nonneg_float, default=0.9)
     g.add_argument("--weight-decay", type=nonneg_float, default=1e-4)
     g.add_argument("--lars-eta", type=positive_float, default=0.005, help="LARS trust coefficient")
+    g.add_argument("--ema-decay", type=decay_rate, default=0.0,
+                   help="also keep an exponential moving average of the encoder's weights with this decay, in every "
+                        "checkpoint, for evaluate_*.py --weights ema (0: none)")
 
 
 def _view_flags(g, method_cls):
@@ -126,6 +139,13 @@ def _view_flags(g, method_cls):
     g.add_argument("--scale-max", type=positive_float, default=None)
     g.add_argument("--ratio-min", type=positive_float, default=None, help="override the preset's aspect ratio")
     g.add_argument("--ratio-max", type=positive_float, default=None)
+    g.add_argument("--weak-views", type=nonneg_int, default=0,
+                   help="cut the last N views of each image weak: near-full crops (75-100%% of the area), flipped or "
+                        "not, with no colour operation; an adversary perturbs them with the others it perturbs")
+    g.add_argument("--view-strength-end", type=unit_interval, default=1.0,
+                   help="anneal the other views' augmentation from full strength at the first optimizer step to this "
+                        "at the last (DynACL): every probability and jitter magnitude times the strength, the crop's "
+                        "area fractions toward the whole image (1: no annealing; 0: whole images, flipped or not)")
 
 
 def _run_flags(g, script):
@@ -180,6 +200,11 @@ def complete(cfg: dict) -> dict:
         cfg["z_dim"] = method.z_dim
     if cfg.get("clean_views") is None:
         cfg["clean_views"] = method.clean_views
+    if cfg.get("alpha") == "eps":
+        cfg["alpha"] = cfg["eps"]
+    if cfg["weak_views"] > cfg["num_views"]:
+        raise UsageError(f"--weak-views {cfg['weak_views']} is more than the {cfg['num_views']} views; choose at most "
+                         f"{cfg['num_views']}")
     if cfg["clean_views"] >= cfg["num_views"]:
         raise UsageError(f"--clean-views {cfg['clean_views']} leaves no view of the {cfg['num_views']} to perturb; "
                          f"choose at most {cfg['num_views'] - 1}")

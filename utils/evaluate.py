@@ -49,6 +49,9 @@ from .results import result_name
 from .run import folder_lock, machine, make_dir, plain, resolve_device, write_json
 
 SWEEP = [k / 255 for k in (0, 1, 2, 4, 8, 16)]
+SCREEN = ("apgd-ce", "apgd-t")  # the components of standard AutoAttack that --screen runs
+# Settings added after results were written without them -> the value those results were measured with.
+LEGACY_SETTINGS = {"weights": "model", "screen": False}
 
 
 def build_parser(method: str) -> Parser:
@@ -71,6 +74,8 @@ def build_parser(method: str) -> Parser:
 
 def _data_flags(g):
     g.add_argument("--checkpoint", required=True, help="a .pt written by a training script (or its run directory)")
+    g.add_argument("--weights", choices=("model", "ema"), default="model",
+                   help="model: the encoder's weights; ema: their moving average (a run trained with --ema-decay)")
     g.add_argument("--data", choices=DATASETS, default=None, help="dataset (default: the one the encoder trained on)")
     g.add_argument("--data-dir", default=None,
                    help="dataset root (default: the training run's, $CFAMC_DATA_DIR, ./data)")
@@ -114,7 +119,12 @@ def _test_flags(g, method):
     g.add_argument("--no-random-start", dest="random_start", action="store_false", help="start PGD at the image")
     g.add_argument("--test-views", type=positive_int, default=1,
                    help="average the features of N views, drawn once from --seed and cut alike from every image")
-    g.add_argument("--autoattack", action="store_true", help="also run AutoAttack (standard, L-inf) at each --eps")
+    attack = g.add_mutually_exclusive_group()
+    attack.add_argument("--autoattack", action="store_true", help="also run AutoAttack (standard, L-inf) at each --eps")
+    attack.add_argument("--screen", action="store_true",
+                        help="also run AutoAttack's first two attacks (APGD-CE, APGD-T, at its standard settings) at "
+                             "each --eps: an upper bound on AutoAttack's accuracy for screening candidates, written to "
+                             "its own result file (...-screen.json) as 'screen', never as 'autoattack'")
     g.add_argument("--autoattack-samples", type=positive_int, default=None,
                    help="AutoAttack a stratified sample of N test images (default: all)")
 
@@ -169,11 +179,15 @@ def _original_code_config(path, state, method):
             "num_views": METHODS[method].views or METHODS[method].default_views}
 
 
-def load_encoder(path, method: str):
-    """(encoder in eval mode with frozen parameters, metadata) from a project or original-code checkpoint; the
-    metadata's ``sha1`` is the digest of the bytes the encoder was loaded from."""
+def load_encoder(path, method: str, weights: str = "model"):
+    """(encoder in eval mode with frozen parameters, metadata) from a project or original-code checkpoint, with its
+    weights or (``weights="ema"``) their moving average; the metadata's ``sha1`` is the digest of the bytes the
+    encoder was loaded from."""
     ckpt, sha1 = load_checkpoint_and_digest(path)
-    state = clean_state_dict(ckpt["model"])
+    if weights == "ema" and "ema" not in ckpt:
+        raise UsageError(f"{path} holds no moving average of its weights: train with --ema-decay, or evaluate "
+                         f"--weights model")
+    state = clean_state_dict(ckpt["ema"]["weights"] if weights == "ema" else ckpt["model"])
     if "method" in ckpt and ckpt["method"] != method:
         raise UsageError(f"{path} is a {ckpt['method']} checkpoint ({ckpt['config'].get('script', '?')}.py); "
                          f"evaluate it with evaluate_{ckpt['method']}.py")
@@ -319,10 +333,11 @@ def robust_accuracy(model, images, labels, eps_list, steps, batch_size, device, 
     return 100.0 * clean / n, {eps: 100.0 * c / n for eps, c in robust.items()}, n
 
 
-def autoattack_results(model, images, labels, args, device, done=None) -> dict:
-    """AutoAttack at each --eps: the JSON fields ``autoattack`` (final robust %), ``autoattack_breakdown``
-    (% after each attack, and its seconds) and ``autoattack_warnings`` (AutoAttack's own, if any). ``done``:
-    {eps: its fields} of the radii already attacked, taken as they are, and filled as each radius finishes."""
+def autoattack_results(model, images, labels, args, device, done=None, key="autoattack", attacks=None) -> dict:
+    """AutoAttack at each --eps (``attacks``: only these leading components of it): the JSON fields ``key`` (final
+    robust %), ``key_breakdown`` (% after each attack, and its seconds), ``key_samples`` and ``key_warnings``
+    (AutoAttack's own, if any). ``done``: {eps: its fields} of the radii already attacked, taken as they are, and
+    filled as each radius finishes."""
     x, y = images.to(device).float().div_(255), labels.to(device)
     done = {} if done is None else done
     for eps in sorted(set(args.eps)):
@@ -330,16 +345,17 @@ def autoattack_results(model, images, labels, args, device, done=None) -> dict:
         if label in done:
             continue
         _, accuracy, seconds, notes = autoattack_cascade(model, x, y, eps, args.seed, args.batch_size, device,
-                                                         report=lambda line: print(f"AutoAttack {label}: {line}",
-                                                                                   file=sys.stderr, flush=True))
+                                                         report=lambda line: print(f"{key} {label}: {line}",
+                                                                                   file=sys.stderr, flush=True),
+                                                         attacks=attacks)
         for note in notes:
-            print(f"AutoAttack at eps {label}: {note}", file=sys.stderr)
+            print(f"{key} at eps {label}: {note}", file=sys.stderr)
         done[label] = {"final": round(list(accuracy.values())[-1], 2), "notes": notes,
                        "breakdown": {**{k: round(v, 2) for k, v in accuracy.items()},
                                      "seconds": {k: round(s, 1) for k, s in seconds.items()}}}
-    return {"autoattack": {k: v["final"] for k, v in done.items()},
-            "autoattack_breakdown": {k: v["breakdown"] for k, v in done.items()}, "autoattack_samples": len(x),
-            "autoattack_warnings": {k: v["notes"] for k, v in done.items() if v["notes"]}}
+    return {key: {k: v["final"] for k, v in done.items()},
+            f"{key}_breakdown": {k: v["breakdown"] for k, v in done.items()}, f"{key}_samples": len(x),
+            f"{key}_warnings": {k: v["notes"] for k, v in done.items() if v["notes"]}}
 
 
 def fit_and_test(model: Classifier, data: Data, args, device, progress: Progress) -> dict:
@@ -356,13 +372,13 @@ def fit_and_test(model: Classifier, data: Data, args, device, progress: Progress
                                 "n_test": n}
         progress.stage_seconds["pgd"] = round(time.monotonic() - started, 1)
     out = {**progress.done["pgd"], "n_train": len(data.train_x)}
-    if args.autoattack:
+    if args.autoattack or args.screen:
+        key, attacks = ("autoattack", None) if args.autoattack else ("screen", SCREEN)
         index = data.autoattack_index
         x, y = (data.test_x, data.test_y) if index is None else (data.test_x[index], data.test_y[index])
         started = time.monotonic()
-        out.update(autoattack_results(model, x, y, args, device, progress.done.setdefault("autoattack", {})))
-        progress.stage_seconds["autoattack"] = round(progress.stage_seconds.get("autoattack", 0)
-                                                     + time.monotonic() - started, 1)
+        out.update(autoattack_results(model, x, y, args, device, progress.done.setdefault(key, {}), key, attacks))
+        progress.stage_seconds[key] = round(progress.stage_seconds.get(key, 0) + time.monotonic() - started, 1)
     out["stage_seconds"] = dict(progress.stage_seconds)
     return out
 
@@ -387,8 +403,8 @@ def result_paths(args, out_dir: Path, suffix: str = ""):
     """(JSON, fitted .pt): one pair per (protocol, features, views, checkpoint, data evaluated on), so evaluations
     side by side never overwrite each other. A run directory is named by the file evaluated in it, ``last``;
     ``suffix`` names the data of a transfer evaluation (``transfer_suffix``)."""
-    stem = checkpoint_file(args.checkpoint).stem + suffix
-    path = out_dir / result_name(args.protocol, args.features, args.test_views, stem)
+    stem = checkpoint_file(args.checkpoint).stem
+    path = out_dir / result_name(args.protocol, args.features, args.test_views, stem, args.weights, args.screen, suffix)
     return path, path.with_suffix(".pt")
 
 
@@ -427,6 +443,7 @@ def another_evaluation(json_path, args, identity):
         return None
     now = json.loads(json.dumps(plain(vars(args))))
     settings = earlier.get("settings", {})
+    settings = {**LEGACY_SETTINGS, **settings}
     changed = [(f"--{k.replace('_', '-')} was {settings.get(k)}") for k in now
                if k not in SAME_EVALUATION and settings.get(k) != now[k]]
     if earlier.get("checkpoint_identity") != identity:
@@ -475,12 +492,12 @@ def evaluate(method: str, argv=None):
     note_batch_size(args.batch_size)
     torch.manual_seed(args.seed)
     device = resolve_device(args.device)
-    encoder, meta = load_encoder(args.checkpoint, method)
+    encoder, meta = load_encoder(args.checkpoint, method, args.weights)
     fill_protocol_defaults(args, dataset_of(args, meta["config"]))
     data = load_data(args, meta["config"])
     num_classes = int(max(data.train_y.max(), data.test_y.max())) + 1
-    if args.autoattack:
-        check_autoattack_can_run(num_classes)
+    if args.autoattack or args.screen:
+        check_autoattack_can_run(num_classes, "--autoattack" if args.autoattack else "--screen")
     ckpt_path = checkpoint_file(args.checkpoint)
     json_path, _ = result_paths(args, make_dir(args.out or ckpt_path.parent), transfer_suffix(args, meta["config"]))
     identity = checkpoint_identity(args.checkpoint, meta)
@@ -497,7 +514,7 @@ def evaluate(method: str, argv=None):
         print(f"interrupted: {kept}; run the same command again to continue from there", file=sys.stderr)
         sys.exit(130)
     result = {"method": method, "regime": meta["regime"], "checkpoint": str(ckpt_path), "checkpoint_identity": identity,
-              "finished": finished(meta), "protocol": args.protocol, "features": args.features,
+              "weights": args.weights, "finished": finished(meta), "protocol": args.protocol, "features": args.features,
               "test_views": args.test_views, **measured, **provenance(args, meta, data, device, layout),
               "seconds": round(time.monotonic() - started, 1)}
     json_path, fitted_path = save_result(result, model, args, num_classes, json_path, identity)
@@ -506,14 +523,14 @@ def evaluate(method: str, argv=None):
     return result
 
 
-def check_autoattack_can_run(num_classes: int):
+def check_autoattack_can_run(num_classes: int, flag: str = "--autoattack"):
     """Before any fitting: the reference AutoAttack is installed and the data has the classes it targets."""
     try:
         reference_autoattack()
     except ImportError as e:
-        raise UsageError(f"--autoattack: {e}") from None
+        raise UsageError(f"{flag}: {e}") from None
     if num_classes < 10:
-        raise UsageError(f"--autoattack: standard AutoAttack targets the 9 classes after the true one, so it needs at "
+        raise UsageError(f"{flag}: standard AutoAttack targets the 9 classes after the true one, so it needs at "
                          f"least 10 classes; this data has {num_classes}")
 
 

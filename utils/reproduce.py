@@ -244,15 +244,20 @@ def last_knn(metrics_path):
     return next((m["knn"] for m in reversed(rows) if "knn" in m), None)
 
 
-def build_parser() -> Parser:
-    p = Parser(prog="python -m utils.reproduce",
-               description="Train, evaluate and report every row of the paper's table.")
-    p.add_argument("--scale", choices=list(SCALES), default="small")
+def add_data_flags(p) -> None:
+    """The data of every row: what ``data_argv`` hands each training stage."""
     p.add_argument("--data", choices=DATASETS, default="cifar10")
     p.add_argument("--data-dir", default=default_data_dir() or "data", help="(default: $CFAMC_DATA_DIR or ./data)")
     p.add_argument("--image-size", type=positive_int, default=None,
                    help="train and evaluate on the images resized to NxN (default: as stored)")
     p.add_argument("--view-size", type=positive_int, default=None, help="the views' side (default: the image size)")
+
+
+def build_parser() -> Parser:
+    p = Parser(prog="python -m utils.reproduce",
+               description="Train, evaluate and report every row of the paper's table.")
+    p.add_argument("--scale", choices=list(SCALES), default="small")
+    add_data_flags(p)
     p.add_argument("--out", required=True, help="folder for every row's run, evaluation and results.md")
     p.add_argument("--rows", nargs="+", default=None, help="row keys such as crop-empssl-free (default: all)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")

@@ -19,6 +19,7 @@ from .checkpoint import clean_state_dict
 from .cli import run_main
 from .config import parse_config
 from .data import training_images
+from .ema import WeightAverage
 from .guard import RunGuard
 from .knn import monitor_for
 from .layout import choose_layout, layout_seconds
@@ -57,6 +58,7 @@ class Trainer:
         self.amp, self.channels_last, self.log_every = device_settings(cfg, self.device)
         self.method = method_class(cfg)(cfg)
         self.model, self.optimizer, self.net = build_model(cfg, self.device, self.channels_last)
+        self.ema = WeightAverage(self.model, cfg["ema_decay"]) if cfg["ema_decay"] else None
         self.augment = run_augment(cfg)
         self.clean_rows = cfg["clean_views"] * self.local_batch
         rows = cfg["num_views"] * self.local_batch - self.clean_rows
@@ -70,12 +72,17 @@ class Trainer:
         for key in PROGRESS:
             setattr(self, key, state[key])
         self.regime.load_state_dict(state["regime_state"][self.rank])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])
         self.run_dir.restore_rng(self.device)
 
     def checkpoint(self, names=("last.pt",)):
         state = {"method": self.cfg["method"], "regime": self.cfg["regime"],
                  "model": clean_state_dict(self.model.state_dict()), "optimizer": self.optimizer.state_dict(),
                  **{key: getattr(self, key) for key in PROGRESS}, "config": dict(self.cfg)}
+        if self.ema is not None:
+            ema = self.ema.state_dict()
+            state["ema"] = {**ema, "weights": clean_state_dict(ema["weights"])}
         self.run_dir.save(state, self.regime.state_dict(), self.device, names)
 
     def autocast(self):
@@ -105,6 +112,8 @@ class Trainer:
             self.zero_grad()
         loss.backward()
         self.optimizer.step()
+        if self.ema is not None:
+            self.ema.update()
         self.step += 1
 
     def term_names(self) -> tuple:
@@ -113,10 +122,15 @@ class Trainer:
 
     def train_step(self, batch):
         """(b, 3, H, W) uint8 images -> (loss, terms) after the regime's optimizer step(s)."""
-        views = self.augment(batch)
+        views = self.augment(batch, strength=self.view_strength())
         if self.channels_last:
             views = views.contiguous(memory_format=torch.channels_last)
         return self.regime.step(views)
+
+    def view_strength(self) -> float:
+        """The views' augmentation strength at this step (``augment.at_strength``): 1 at the run's first optimizer
+        step to --view-strength-end after its last, linearly (DynACL's annealing, per step rather than per epoch)."""
+        return 1 - (1 - self.cfg["view_strength_end"]) * self.step / self.total_steps
 
     def knn_accuracy(self):
         with self.autocast():

@@ -14,7 +14,7 @@ A regime turns one minibatch's views into optimizer steps through the learner (t
   learner.clean_rows                             how many leading rows of ``views`` an adversary leaves clean
   learner.perturbed_shape, learner.device        the shape of the rows it perturbs, and their device
 """
-from ..cli import nonneg_int, radius
+from ..cli import nonneg_int, radius, step_size
 
 
 class Regime:
@@ -84,4 +84,5 @@ class Adversarial(Regime):
 
 def add_radius_flags(group) -> None:
     group.add_argument("--eps", type=radius, default=8 / 255, help="L-inf radius, as 8/255 or 0.0314 (default: 8/255)")
-    group.add_argument("--alpha", type=radius, default=0.01, help="ascent step size")
+    group.add_argument("--alpha", type=step_size, default=0.01,
+                       help="ascent step size, or eps for a step of the radius (Shafahi et al.'s free training)")
