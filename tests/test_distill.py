@@ -119,3 +119,19 @@ def test_a_distilled_run_is_named_by_the_project_row_with_its_replays(replays, a
     argv = ["--batch-size", "50", "--replays", replays, "--teacher", "teacher.pt"]
     name = model_name({"train_config": parse_config("empssl", "distill", None, argv)[0]})
     assert f"m={replays} free" in name and (name.endswith(alias) if alias else " = " not in name)
+
+
+@pytest.mark.parametrize("method,regime,flags,why", [
+    ("empssl", "distill", ["--clean-weight", "1"], "the distill regime minimises a loss of its own"),
+    ("empssl", "distill", ["--attack-gain"], "the distill regime minimises a loss of its own"),
+    ("empssl", "distill", ["--invariance", "ntxent"], "the distill regime minimises a loss of its own"),
+    ("empssl", "standard", ["--clean-weight", "1"], "it needs an adversarial regime"),
+    ("simclr", "free", ["--anchor", "clean"], "it is an EMP-SSL switch"),
+    ("empssl", "free", ["--attack-bn", "eval"], "it switches a part of PGD training"),
+])
+def test_a_switch_where_it_does_not_apply_is_one_line_naming_it(capsys, method, regime, flags, why):
+    with pytest.raises(SystemExit) as exit_:
+        parse_config(method, regime, None, flags)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 2 and len(lines) == 1
+    assert f"error: {flags[0]} does not apply to" in lines[0] and why in lines[0]

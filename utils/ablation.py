@@ -4,6 +4,7 @@ Each switch is a flag (in the ``ablations`` group of ``--help``) with a neutral 
 trains a subclass of its method or regime with that switch's mixin in front (``method_class``,
 ``regime_class``). With every switch neutral, a run trains the registered classes themselves.
 """
+import argparse
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -32,37 +33,97 @@ def _adversarial(regime):
     return issubclass(REGIMES.lookup(regime), Adversarial)
 
 
-def add_flags(g, method: str, regime: str) -> None:
+def _own_loss(regime) -> bool:
+    """Whether the regime minimises the method's loss on its views (not a loss of its own, as distillation's)."""
+    return REGIMES.lookup(regime).minimises_method_loss
+
+
+# Where each group of switches applies: (method, regime) -> why it does not, or "" where it does.
+def _method_loss_switch(method, regime):
+    return "" if _own_loss(regime) else f"the {regime} regime minimises a loss of its own, not the method's"
+
+
+def _empssl_switch(method, regime):
+    return _method_loss_switch(method, regime) or ("" if method == "empssl" else "it is an EMP-SSL switch")
+
+
+def _clean_branch_switch(method, regime):
+    if not _adversarial(regime):
+        return "it needs an adversarial regime"
+    return _method_loss_switch(method, regime)
+
+
+def _pgd_switch(method, regime):
+    return "" if regime == "pgd" else "it switches a part of PGD training"
+
+
+def _clean_apart_flags(g):
     g.add_argument("--clean-apart", action="store_true",
                    help="forward the views an adversary leaves clean apart from the perturbed ones (BatchNorm "
                         "statistics per group; needs --clean-views)")
-    if method == "empssl":
-        g.add_argument("--anchor", choices=("all", "clean"), default="all",
-                       help="what the invariance pulls each view to: the mean of all its image's views, or of the "
-                            "views an adversary leaves clean (--clean-views)")
-        g.add_argument("--invariance", choices=("cosine", "ntxent"), default="cosine",
-                       help="the term that pulls an image's views together: EMP-SSL's cosine to their mean (weighted "
-                            "--inv-coef), or NT-Xent over all the views (weight 1; each view's positives are the other "
-                            "views of its image, as SimCLR's over 2)")
-        g.add_argument("--ntxent-temperature", type=positive_float, default=0.07,
-                       help="the temperature of --invariance ntxent (SimCLR's default)")
-        g.add_argument("--attack-tcr-coef", type=nonneg_float, default=None,
-                       help="weight of the TCR term in what a PGD attack maximises (default: --tcr-coef; 0: the "
-                            "attack moves only the invariance, a per-image term)")
-    if _adversarial(regime):
-        g.add_argument("--clean-weight", type=nonneg_float, default=0.0,
-                       help="add this weight times the loss on the unperturbed views, forwarded on their own (a "
-                            "clean branch, as ACL's dual stream; one more forward and backward per step)")
-        g.add_argument("--attack-gain", action="store_true",
-                       help="log attack_gain: the loss at the perturbed views minus the loss at the clean ones (one "
-                            "more forward per step without --clean-weight)")
-    if regime == "pgd":
-        g.add_argument("--attack-bn", choices=("train", "eval"), default="train",
-                       help="BatchNorm mode of the attack's forward passes")
-        for key, (textbook, original) in STYLE_PARTS.items():
-            g.add_argument("--" + key.replace("_", "-"), choices=(textbook, original), default=None,
-                           help=f"{PART_HELP[key]} (default: the --attack-style's; isolated {textbook}, "
-                                f"original {original})")
+
+
+def _empssl_flags(g):
+    g.add_argument("--anchor", choices=("all", "clean"), default="all",
+                   help="what the invariance pulls each view to: the mean of all its image's views, or of the "
+                        "views an adversary leaves clean (--clean-views)")
+    g.add_argument("--invariance", choices=("cosine", "ntxent"), default="cosine",
+                   help="the term that pulls an image's views together: EMP-SSL's cosine to their mean (weighted "
+                        "--inv-coef), or NT-Xent over all the views (weight 1; each view's positives are the other "
+                        "views of its image, as SimCLR's over 2)")
+    g.add_argument("--ntxent-temperature", type=positive_float, default=0.07,
+                   help="the temperature of --invariance ntxent (SimCLR's default)")
+    g.add_argument("--attack-tcr-coef", type=nonneg_float, default=None,
+                   help="weight of the TCR term in what a PGD attack maximises (default: --tcr-coef; 0: the "
+                        "attack moves only the invariance, a per-image term)")
+
+
+def _clean_branch_flags(g):
+    g.add_argument("--clean-weight", type=nonneg_float, default=0.0,
+                   help="add this weight times the loss on the unperturbed views, forwarded on their own (a "
+                        "clean branch, as ACL's dual stream; one more forward and backward per step)")
+    g.add_argument("--attack-gain", action="store_true",
+                   help="log attack_gain: the loss at the perturbed views minus the loss at the clean ones (one "
+                        "more forward per step without --clean-weight)")
+
+
+def _pgd_flags(g):
+    g.add_argument("--attack-bn", choices=("train", "eval"), default="train",
+                   help="BatchNorm mode of the attack's forward passes")
+    for key, (textbook, original) in STYLE_PARTS.items():
+        g.add_argument("--" + key.replace("_", "-"), choices=(textbook, original), default=None,
+                       help=f"{PART_HELP[key]} (default: the --attack-style's; isolated {textbook}, "
+                            f"original {original})")
+
+
+# (where the group applies, the flags it adds): a group that does not apply still knows its flags, to refuse them.
+SWITCH_GROUPS = ((_method_loss_switch, _clean_apart_flags), (_empssl_switch, _empssl_flags),
+                 (_clean_branch_switch, _clean_branch_flags), (_pgd_switch, _pgd_flags))
+
+
+class _NotHere(argparse.Action):
+    """A switch of a group that does not apply to this script: named and refused in one line, before any work."""
+
+    def __init__(self, option_strings, dest, why="", **kw):
+        super().__init__(option_strings, argparse.SUPPRESS, nargs="?", default=argparse.SUPPRESS,
+                         help=argparse.SUPPRESS)
+        self.why = why
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.error(f"{option_string} does not apply to {parser.prog}: {self.why}")
+
+
+def add_flags(g, method: str, regime: str) -> None:
+    """The switches that apply to (method, regime) in ``g``; the others refused by name (``_NotHere``)."""
+    for where, flags in SWITCH_GROUPS:
+        why = where(method, regime)
+        if not why:
+            flags(g)
+            continue
+        probe = argparse.ArgumentParser(add_help=False)
+        flags(probe)
+        for action in probe._actions:
+            g.add_argument(*action.option_strings, action=_NotHere, why=why)
 
 
 def complete(cfg: dict) -> None:
@@ -203,7 +264,7 @@ REGIME_SWITCHES = (
     Switch(EvalBNAttack, lambda cfg: cfg.get("attack_bn") == "eval"),
 )
 METHOD_SWITCHES = (
-    Switch(CleanApart, lambda cfg: cfg["clean_apart"], "--clean-apart"),
+    Switch(CleanApart, lambda cfg: cfg.get("clean_apart", False), "--clean-apart"),
     Switch(CleanAnchor, lambda cfg: cfg.get("anchor") == "clean", "--anchor clean"),
     Switch(NTXentInvariance, lambda cfg: cfg.get("invariance") == "ntxent"),
     Switch(AttackTCR, _attack_tcr_changed),

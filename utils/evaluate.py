@@ -184,7 +184,7 @@ def load_encoder(path, method: str, weights: str = "model"):
     weights or (``weights="ema"``) their moving average; the metadata's ``sha1`` is the digest of the bytes the
     encoder was loaded from."""
     ckpt, sha1 = load_checkpoint_and_digest(path)
-    if weights == "ema" and "ema" not in ckpt:
+    if weights == "ema" and ckpt.get("ema") is None:
         raise UsageError(f"{path} holds no moving average of its weights: train with --ema-decay, or evaluate "
                          f"--weights model")
     state = clean_state_dict(ckpt["ema"]["weights"] if weights == "ema" else ckpt["model"])

@@ -49,7 +49,7 @@ def clean_view_batches(cfg, images, seed):
     its own where it forwarded views one by one."""
     augment = run_augment(cfg)
     per_view, batch = cfg["per_view_forward"], cfg["batch_size"]
-    apart = cfg["clean_views"] * batch if cfg["clean_apart"] else 0
+    apart = cfg["clean_views"] * batch if cfg.get("clean_apart") else 0
     torch.manual_seed(seed)
     for start in range(0, len(images) - batch + 1, batch):
         views = augment(images[start: start + batch])

@@ -57,8 +57,7 @@ class Trainer:
         cfg = self.cfg
         self.amp, self.channels_last, self.log_every = device_settings(cfg, self.device)
         self.method = method_class(cfg)(cfg)
-        self.model, self.optimizer, self.net = build_model(cfg, self.device, self.channels_last)
-        self.ema = WeightAverage(self.model, cfg["ema_decay"]) if cfg["ema_decay"] else None
+        self.model, self.optimizer, self.net, self.ema = build_model(cfg, self.device, self.channels_last)
         self.augment = run_augment(cfg)
         self.clean_rows = cfg["clean_views"] * self.local_batch
         rows = cfg["num_views"] * self.local_batch - self.clean_rows
@@ -69,20 +68,15 @@ class Trainer:
     def _restore(self, state):
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        for key in PROGRESS:
-            setattr(self, key, state[key])
+        self.epoch, self.batch_in_epoch, self.step, self.train_seconds = (state[key] for key in PROGRESS)
         self.regime.load_state_dict(state["regime_state"][self.rank])
-        if self.ema is not None:
-            self.ema.load_state_dict(state["ema"])
+        self.ema.load_state_dict(state.get("ema"))
         self.run_dir.restore_rng(self.device)
 
     def checkpoint(self, names=("last.pt",)):
-        state = {"method": self.cfg["method"], "regime": self.cfg["regime"],
+        state = {"method": self.cfg["method"], "regime": self.cfg["regime"], "config": dict(self.cfg),
                  "model": clean_state_dict(self.model.state_dict()), "optimizer": self.optimizer.state_dict(),
-                 **{key: getattr(self, key) for key in PROGRESS}, "config": dict(self.cfg)}
-        if self.ema is not None:
-            ema = self.ema.state_dict()
-            state["ema"] = {**ema, "weights": clean_state_dict(ema["weights"])}
+                 **{key: getattr(self, key) for key in PROGRESS}, "ema": self.ema.state_dict()}
         self.run_dir.save(state, self.regime.state_dict(), self.device, names)
 
     def autocast(self):
@@ -112,8 +106,6 @@ class Trainer:
             self.zero_grad()
         loss.backward()
         self.optimizer.step()
-        if self.ema is not None:
-            self.ema.update()
         self.step += 1
 
     def term_names(self) -> tuple:
@@ -122,15 +114,10 @@ class Trainer:
 
     def train_step(self, batch):
         """(b, 3, H, W) uint8 images -> (loss, terms) after the regime's optimizer step(s)."""
-        views = self.augment(batch, strength=self.view_strength())
+        views = self.augment(batch, strength=view_strength(self.cfg, self.step, self.total_steps))
         if self.channels_last:
             views = views.contiguous(memory_format=torch.channels_last)
         return self.regime.step(views)
-
-    def view_strength(self) -> float:
-        """The views' augmentation strength at this step (``augment.at_strength``): 1 at the run's first optimizer
-        step to --view-strength-end after its last, linearly (DynACL's annealing, per step rather than per epoch)."""
-        return 1 - (1 - self.cfg["view_strength_end"]) * self.step / self.total_steps
 
     def knn_accuracy(self):
         with self.autocast():
@@ -195,6 +182,12 @@ class Trainer:
         self.run_dir.stop(reason, self.epoch, self.batch_in_epoch, self.steps_per_epoch)
 
 
+def view_strength(cfg: dict, step: int, total_steps: int) -> float:
+    """The views' augmentation strength at optimizer step ``step`` (``augment.at_strength``): 1 at the run's first
+    step to --view-strength-end after its last, linearly (DynACL's annealing, per step rather than per epoch)."""
+    return 1 - (1 - cfg["view_strength_end"]) * step / total_steps
+
+
 def resolve_channels_last(cfg: dict, device) -> str:
     """--channels-last auto as 'on' or 'off', once, when a run starts (a resumed run keeps it): see
     ``utils.layout``; the CPU's probe times a fresh encoder of the run's sizes, and rank 0's choice holds for
@@ -223,16 +216,19 @@ def device_settings(cfg: dict, device) -> tuple:
 
 def build_model(cfg: dict, device, channels_last: bool) -> tuple:
     """(the bare encoder, seeded from --seed, its LARS optimizer, what training steps run: the encoder, or its
-    DDP wrapper across processes). ``--compile`` compiles the encoder in place, so that its state dict keeps its
-    names and attacks, which run the bare encoder, run the compiled forward too."""
+    DDP wrapper across processes, and the average of its weights that follows every optimizer step, --ema-decay).
+    ``--compile`` compiles the encoder in place, so that its state dict keeps its names and attacks, which run the
+    bare encoder, run the compiled forward too."""
     torch.manual_seed(cfg["seed"])
     model = run_encoder(cfg).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = LARS(model.parameters(), cfg["lr"], cfg["momentum"], cfg["weight_decay"], cfg["lars_eta"])
+    ema = WeightAverage(model, cfg["ema_decay"])
+    ema.follow(optimizer)
     if cfg["compile"]:
         model.compile()
-    return model, optimizer, dist.wrap_model(model, device, cfg["sync_bn"])
+    return model, optimizer, dist.wrap_model(model, device, cfg["sync_bn"]), ema
 
 
 def enable_cudnn_autotuning():

@@ -21,6 +21,7 @@ class Regime:
     name = ""
     display = ""  # "PGD adversarial training": the scripts' --help
     needs_teacher = False  # True: --teacher names a standard run's checkpoint that the regime learns from
+    minimises_method_loss = True  # False: the regime's step minimises a loss of its own (the method's switches idle)
 
     def __init__(self, cfg: dict, learner):
         self.cfg, self.learner = cfg, learner

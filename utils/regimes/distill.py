@@ -20,6 +20,7 @@ from .free import Free
 class Distill(Free):
     name, display = "distill", "adversarial distillation from a clean teacher, trained free"
     needs_teacher = True  # --teacher: a standard run's checkpoint of the same method
+    minimises_method_loss = False  # the distillation loss, on features
 
     def __init__(self, cfg, learner):
         super().__init__(cfg, learner)
