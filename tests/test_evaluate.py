@@ -21,6 +21,7 @@ from utils.evaluate import build_classifier, evaluate, load_encoder, parse_args,
 from utils.finetune import Classifier, crop_flip, crop_flip_params, fit_aff, fit_alf, fit_slf
 from utils.report import model_name, table
 from utils.run import machine
+from utils.version import code_version
 
 from conftest import TINY, run_script
 
@@ -294,6 +295,7 @@ def test_evaluation_of_each_scripts_checkpoint(script_run, tiny_data, capsys, me
     assert set(result["pgd"]) == {"4/255", "8/255"} and all(v <= result["clean"] for v in result["pgd"].values())
     assert result["settings"]["pgd_steps"] == 2 and result["seconds"] > 0
     assert result["machine"] == machine("cpu") and result["train_machines"] == [machine("cpu")]
+    assert result["code"] == code_version() and result["train_code"] == [code_version()]
     assert (result["protocol"], result["features"], result["test_views"]) == (protocol, kind, views_used)
     assert result["checkpoint"] == str(tmp_path / "last.pt") and "[" not in model_name(result)
     assert result["subsets"]["test"]["n"] == 24 and len(result["subsets"]["test"]["sha1"]) == 12

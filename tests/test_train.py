@@ -9,6 +9,7 @@ from utils.checkpoint import load_checkpoint
 from utils.config import entry_scripts, parse_config
 from utils.run import machine
 from utils.train import Trainer
+from utils.version import code_version
 
 from conftest import TINY, run_script
 
@@ -24,7 +25,7 @@ def test_every_script_trains_end_to_end_and_leaves_a_loadable_checkpoint(script_
     ckpt = load_checkpoint(run / "last.pt")
     assert (ckpt["method"], ckpt["regime"], ckpt["epoch"]) == (method, regime, 2)
     assert ckpt["config"]["width"] == 8 and ckpt["train_seconds"] > 0
-    assert ckpt["train_machines"] == [machine("cpu")]
+    assert ckpt["train_machines"] == [machine("cpu")] and ckpt["train_code"] == [code_version()]
     assert ckpt["step"] == 2 * 3 * (2 if regime == "free" else 1)  # 48 images / 16 = 3 steps, replays counted
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1, 2] and all(math.isfinite(r["loss"]) for r in records)

@@ -47,6 +47,7 @@ from .methods import METHODS
 from .partial import Progress
 from .results import result_name
 from .run import folder_lock, machine, make_dir, plain, resolve_device, write_json
+from .version import code_version
 
 SWEEP = [k / 255 for k in (0, 1, 2, 4, 8, 16)]
 SCREEN = ("apgd-ce", "apgd-t")  # the components of standard AutoAttack that --screen runs
@@ -203,7 +204,8 @@ def load_encoder(path, method: str, weights: str = "model"):
     except RuntimeError as e:
         raise UsageError(f"{path} does not match a {method} {cfg['arch']} encoder: {str(e).splitlines()[0]}") from None
     encoder.eval().requires_grad_(False)
-    meta = {k: ckpt.get(k) for k in ("method", "regime", "config", "train_seconds", "epoch", "train_machines")}
+    meta = {k: ckpt.get(k) for k in ("method", "regime", "config", "train_seconds", "epoch", "train_machines",
+                                    "train_code")}
     return encoder, {**meta, "sha1": sha1}
 
 
@@ -535,11 +537,12 @@ def check_autoattack_can_run(num_classes: int, flag: str = "--autoattack"):
 
 
 def provenance(args, meta: dict, data, device, layout) -> dict:
-    """What a result was measured on and with: its data, the training's minutes and machines, this machine."""
+    """What a result was measured on and with: its data, the training's minutes, machines and code, this machine
+    and this code."""
     return {"data": data.source, "trained_on": trained_on(meta["config"]), "subsets": data.subsets,
             "train_seconds": meta["train_seconds"], "train_machines": meta["train_machines"],
-            "machine": machine(device), "channels_last": layout, "train_config": meta["config"],
-            "settings": dict(vars(args))}
+            "train_code": meta["train_code"], "machine": machine(device), "code": code_version(),
+            "channels_last": layout, "train_config": meta["config"], "settings": dict(vars(args))}
 
 
 def _print_row(result, ckpt_path, json_path, fitted_path):

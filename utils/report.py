@@ -19,6 +19,7 @@ from .finetune import PROTOCOLS
 from .methods import METHODS
 from .results import training_seconds
 from .run import plain
+from .version import version_words
 
 PATTERNS = ("eval-*.json", "eval.json")
 PROTOCOL_ORDER = ("slf", "alf", "aff")
@@ -98,7 +99,7 @@ def table(results) -> str:
     aa_keys = sorted({k for r in results for k in r.get("autoattack", {})}, key=lambda k: float(Fraction(k)))
     header = ["Model", "Protocol", "Features", "Views", "Clean", "PGD(4/255)", "PGD(8/255)"]
     header += [f"AutoAttack({k})" for k in aa_keys]
-    header += ["Time (min)", "Trained", "Evaluation", "Settings", "n_test", "Run"]
+    header += ["Time (min)", "Trained", "Evaluation", "Settings", "n_test", "Code", "Run"]
     body = []
     for r in sorted(results, key=_order):
         seconds = training_seconds(r)
@@ -106,7 +107,8 @@ def table(results) -> str:
         cells = [model_name(r), *map(str, protocol_of(r)), f"{r['clean']:.2f}", _get(r["pgd"], "4/255"),
                  _get(r["pgd"], "8/255")]
         cells += [_get(r.get("autoattack", {}), k) for k in aa_keys]
-        cells += [minutes, trained_text(r), eval_text(r), settings_text(r), str(r.get("n_test", "?")), run_text(r)]
+        cells += [minutes, trained_text(r), eval_text(r), settings_text(r), str(r.get("n_test", "?")), code_text(r),
+                  run_text(r)]
         body.append(cells)
     return "\n".join(markdown_table(header, body)) + "\n"
 
@@ -121,6 +123,14 @@ def trained_text(r) -> str:
     if checkpoint_changed(r):
         text += " **checkpoint changed since**"
     return text
+
+
+def code_text(r) -> str:
+    """The code that trained the run (every version, where a resume changed it) and, where it differs, the code
+    that evaluated it; '?' for files written before the code was recorded."""
+    trained = " then ".join(version_words(v) for v in r.get("train_code") or [None])
+    evaluated = version_words(r.get("code"))
+    return trained if [r.get("code")] == r.get("train_code") else f"{trained}; evaluated by {evaluated}"
 
 
 def checkpoint_changed(r) -> bool:

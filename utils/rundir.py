@@ -15,6 +15,7 @@ from .config import RADII, RUN_LEVEL, THIS_CALL, TIME_LIMIT_EXIT, resolve_saved
 from .errors import UsageError
 from .guard import TIME_LIMIT
 from .run import append_jsonl, machine, make_dir, new_run_dir, read_jsonl, write_json, write_jsonl
+from .version import code_version
 
 
 def resume_source(cfg):
@@ -173,7 +174,8 @@ class RunDir:
             try:
                 for name in names:
                     save_checkpoint({**state, "rng": rngs, "regime_state": regime_states,
-                                     "train_machines": self.machines(device)}, self.path / name)
+                                     "train_machines": self.machines(device), "train_code": self.code()},
+                                    self.path / name)
             except Exception as e:  # whatever it is, the other ranks must hear of it rather than wait
                 error = str(e) if isinstance(e, UsageError) else f"cannot write checkpoint {names[-1]}: {e!r}"
         error = dist.broadcast_object(error)
@@ -185,6 +187,12 @@ class RunDir:
         before it was kept carry none)."""
         earlier = (self.state or {}).get("train_machines", [])
         here = machine(device)
+        return earlier + ([here] if here not in earlier else [])
+
+    def code(self) -> list:
+        """The code versions the run has trained with, this one last (``utils.version``), kept as the machines are."""
+        earlier = (self.state or {}).get("train_code", [])
+        here = code_version()
         return earlier + ([here] if here not in earlier else [])
 
     def restore_rng(self, device):
