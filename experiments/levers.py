@@ -19,4 +19,8 @@ LEVERS = (
     Lever("alpha-eps", ("--alpha", "eps"), "free AT's ascent step equal to the radius (Shafahi et al., 2019)"),
     Lever("weak-4", ("--weak-views", "4", *EMA), "4 of 16 views near-full and colourless (AdvCL, DeACL)", True),
     Lever("anneal-0", ("--view-strength-end", "0", *EMA), "augmentation annealed to none (DynACL)", True),
+    Lever("anneal-0.5", ("--view-strength-end", "0.5", *EMA), "augmentation annealed to half strength (DynACL's "
+          "schedule, stopped half-way)", True),
+    Lever("anneal-0-alpha-eps", ("--view-strength-end", "0", "--alpha", "eps", *EMA),
+          "annealed views with the free step equal to the radius", True),
 )
