@@ -1,6 +1,6 @@
 """Evaluate a SimCLR encoder: fine-tune a classifier (--protocol slf, alf or aff), then clean, PGD-20 and
 AutoAttack accuracy."""
-from utils.evaluate import main
+from utils.evaluation.evaluate import main
 
 if __name__ == "__main__":
     main("simclr")

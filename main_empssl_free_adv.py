@@ -1,6 +1,6 @@
 """CF-AMC-SSL: EMP-SSL (16 crops, TCR + invariance) with free adversarial training (m = 3 replays, eps 8/255).
-Defaults: the paper's row, declared in utils/config.py (SCRIPTS); every one a flag (see --help)."""
-from utils.train import main
+Defaults: the paper's row, declared in utils/engine/config.py (SCRIPTS); every one a flag (see --help)."""
+from utils.engine.train import main
 
 if __name__ == "__main__":
     main("empssl", "free")

@@ -1,6 +1,6 @@
 """SimCLR (2 crops, NT-Xent) with PGD adversarial training (5 steps, eps 8/255). Defaults: the paper's row, declared in
-utils/config.py (SCRIPTS); every one a flag (see --help)."""
-from utils.train import main
+utils/engine/config.py (SCRIPTS); every one a flag (see --help)."""
+from utils.engine.train import main
 
 if __name__ == "__main__":
     main("simclr", "pgd")

@@ -143,7 +143,7 @@ class MultiViewAugment:
     size) float views in [0, 1], view-major (row v * B + i is view v of image i), on x's device, differentiable
     w.r.t. a float x. It is ``apply(x, sample_params(B, x.device, generator, (H, W), strength))``: the two steps let
     the views' parameters stay fixed while the images change (e.g. under attack). The settings are
-    ``augment_config``'s; ``utils.blocks.augment_for`` fills in a method's own. The last ``weak_views`` views of
+    ``augment_config``'s; ``utils.engine.blocks.augment_for`` fills in a method's own. The last ``weak_views`` views of
     each image are weak: crops of ``WEAK_SCALE`` of its area, flipped or not, with no colour operation."""
 
     def __init__(self, num_views, preset, weak_views=0, **kwargs):

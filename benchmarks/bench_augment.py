@@ -12,12 +12,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from augment import tensor_to_pil
-from utils.blocks import augment_for, reference_for
+from benchmarks.bench_step import MULTI_VIEW
+from benchmarks.common import print_table, sync
+from utils.core.files import machine
+from utils.engine.blocks import augment_for, reference_for
 from utils.methods import METHODS
-from utils.run import machine
-
-from .bench_step import MULTI_VIEW
-from .common import print_table, sync
 
 # Images per loader batch: small enough that every worker gets batches of the 100-image set.
 LOADER_BATCH = 10

@@ -16,15 +16,14 @@ import json
 
 import torch
 
+from benchmarks.common import print_table, scratch, timeit
 from experiments.scales import SCALES
-from utils.blocks import encoder_for
-from utils.config import parse_config
-from utils.finetune import Classifier, linear_head
-from utils.layout import FORMATS
-from utils.run import machine
-from utils.train import Trainer
-
-from .common import print_table, scratch, timeit
+from utils.core.files import machine
+from utils.engine.blocks import encoder_for
+from utils.engine.config import parse_config
+from utils.engine.layout import FORMATS
+from utils.engine.train import Trainer
+from utils.evaluation.protocols import Classifier, linear_head
 
 SETTINGS = {"float32, contiguous": ("fp32", "off"), "float32, channels-last": ("fp32", "on"),
             "bf16 autocast, contiguous": ("bf16", "off"), "bf16 autocast, channels-last": ("bf16", "on")}

@@ -11,13 +11,12 @@ import time
 import torch
 from torch import nn
 
-from utils.blocks import encoder_for
-from utils.evaluate import robust_accuracy
-from utils.finetune import Classifier
-from utils.run import machine
-
-from .bench_step import MULTI_VIEW
-from .common import print_table, sync
+from benchmarks.bench_step import MULTI_VIEW
+from benchmarks.common import print_table, sync
+from utils.core.files import machine
+from utils.engine.blocks import encoder_for
+from utils.evaluation.evaluate import robust_accuracy
+from utils.evaluation.protocols import Classifier
 
 
 def main(argv=None):

@@ -12,12 +12,11 @@ import argparse
 
 import torch
 
-from utils.knn import KNNMonitor
-from utils.run import machine
-from utils.train import Trainer, parse_config
-
-from .bench_train import TRAIN_IMAGES, script_rows
-from .common import print_table, scratch, timeit
+from benchmarks.bench_train import TRAIN_IMAGES, script_rows
+from benchmarks.common import print_table, scratch, timeit
+from utils.core.files import machine
+from utils.engine.knn import KNNMonitor
+from utils.engine.train import Trainer, parse_config
 
 
 def random_images(n, generator):

@@ -12,13 +12,12 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.common import print_table, scratch, timeit
 from experiments.labels import regime_words
+from utils.core.files import machine
+from utils.engine.train import Trainer, parse_config
 from utils.methods import METHODS
 from utils.regimes import REGIMES
-from utils.run import machine
-from utils.train import Trainer, parse_config
-
-from .common import print_table, scratch, timeit
 
 MULTI_VIEW = next(name for name, method in METHODS.items() if method.views is None)
 

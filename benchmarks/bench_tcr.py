@@ -7,10 +7,9 @@ import argparse
 import torch
 import torch.nn.functional as F
 
+from benchmarks.common import print_table, timeit
 from losses import total_coding_rate
-from utils.run import machine
-
-from .common import print_table, timeit
+from utils.core.files import machine
 
 
 def tcr_loop_dxd(z, eps):

@@ -15,14 +15,13 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from benchmarks.common import print_table, scratch, sync
 from experiments.paper import PAPER
-from utils.ablation import regime_class
-from utils.config import entry_scripts, parse_config
+from utils.core.files import machine
+from utils.engine.config import entry_scripts, parse_config
+from utils.engine.train import Trainer
 from utils.methods import METHODS
-from utils.run import machine
-from utils.train import Trainer
-
-from .common import print_table, scratch, sync
+from utils.studies.ablation import regime_class
 
 TRAIN_IMAGES = 50_000
 # Dense bf16 peak of the chips this has run on, TFLOP/s, for MFU (the H200 is the H100's processor).

@@ -16,12 +16,11 @@ import time
 
 import torch
 
+from benchmarks.common import print_table, scratch, sync
 from experiments.scales import SCALES
-from utils.config import entry_scripts, parse_config
-from utils.run import machine
-from utils.train import Trainer
-
-from .common import print_table, scratch, sync
+from utils.core.files import machine
+from utils.engine.config import entry_scripts, parse_config
+from utils.engine.train import Trainer
 
 SCRIPTS = {script: key for key, (script, _) in entry_scripts().items()}
 

@@ -28,14 +28,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from experiments.paper import PAPER
 from experiments.runner import BoxedPlan, PastBox, Skip, last_line, run_command
 from experiments.tables import markdown_table
-from utils.cli import positive_float, run_main
-from utils.data import DATASETS, load_dataset
-from utils.results import result_name
-from utils.run import machine, read_jsonl, write_text_atomic
+from utils.core.checkpoint import load_checkpoint
+from utils.core.cli import positive_float, run_main
+from utils.core.data import DATASETS, load_dataset
+from utils.core.files import machine, read_jsonl, write_text_atomic
+from utils.engine.blocks import encoder_for
+from utils.evaluation.results import result_name
 
 METHOD, REGIME, SCRIPT = "empssl", "free", "main_empssl_free_adv"
 TRAIN_EXITS = {0: True, 75: False}  # the trainer's exit status -> finished (75: stopped by --time-limit)
@@ -196,8 +199,6 @@ def stage_train(session, box) -> dict:
 
 def training_state(run_dir) -> dict:
     """Where the run in ``run_dir`` stands (from its last.pt and metrics), or None before its first save."""
-    from utils.checkpoint import load_checkpoint
-
     if not (run_dir / "last.pt").is_file():
         return None
     ckpt = load_checkpoint(run_dir / "last.pt")
@@ -355,10 +356,6 @@ def stage_table(call) -> list:
 # ----- --dry-run ----------------------------------------------------------------------------------------------
 def view_flops(width=64, hidden_dim=4096) -> float:
     """Forward + backward FLOPs of the encoder on one 32x32 view (counted by torch on two views, on the CPU)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from utils.blocks import encoder_for
-
     encoder = encoder_for(METHOD, width=width, hidden_dim=hidden_dim)
     with FlopCounterMode(display=False) as counter:
         encoder(torch.rand(2, 3, 32, 32)).sum().backward()

@@ -2,9 +2,9 @@
 scales and seeds, where each seed's evaluation lies, and the margins of the goal."""
 from pathlib import Path
 
-from .ablations import ABLATIONS
-from .ablations import SEEDS as ABLATION_SEEDS
-from .runner import RESULT
+from experiments.ablations import ABLATIONS
+from experiments.ablations import SEEDS as ABLATION_SEEDS
+from experiments.runner import RESULT
 
 SCALES = ("small", "medium")
 SEEDS = (0, 1, 2)

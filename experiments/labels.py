@@ -7,14 +7,13 @@ settings, apart from the scale's sizes and the seed.
 """
 from pathlib import Path
 
+from experiments.paper import ALIASES, OWN_ROWS
 from models.resnet import default_stem
-from utils.ablation import STYLE_PARTS
-from utils.cli import eps_label
-from utils.config import RUN_LEVEL, parse_config, resolve_saved
+from utils.core.cli import eps_label
+from utils.engine.config import RUN_LEVEL, parse_config, resolve_saved
 from utils.methods import METHODS
 from utils.regimes import REGIMES
-
-from .paper import ALIASES, OWN_ROWS
+from utils.studies.ablation import STYLE_PARTS
 
 PART_WORDS = {"discard": "attack gradients discarded", "accumulate": "attack gradients summed",
               "restore": "statistics restored after the attack", "move": "statistics moved by the attack",

@@ -17,10 +17,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from utils.config import script_of
-from utils.errors import UsageError
-from utils.results import result_name
-from utils.run import write_json
+from utils.core.errors import UsageError
+from utils.core.files import write_json
+from utils.engine.config import script_of
+from utils.evaluation.results import result_name
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULT = result_name()  # the SLF result of the `pre` features, one view, of last.pt
@@ -134,10 +134,11 @@ def run_job(job) -> str:
     job.folder.mkdir(parents=True, exist_ok=True)
     log = job.folder / "log.txt"
     for method, regime, flags in [*job.before, (job.method, job.regime, job.train)]:
-        trainer = entry(script_of(method, regime)[0], f"from utils.train import main; main({method!r}, {regime!r})")
+        trainer = entry(script_of(method, regime)[0],
+                        f"from utils.engine.train import main; main({method!r}, {regime!r})")
         if run_command([*trainer, *flags], log) != 0:
             return f"training ({method}, {regime}) failed (see {log})"
-    evaluator = entry(f"evaluate_{job.method}", f"from utils.evaluate import main; main({job.method!r})")
+    evaluator = entry(f"evaluate_{job.method}", f"from utils.evaluation.evaluate import main; main({job.method!r})")
     for name, state in states.items():
         if state == "todo" and run_command([*evaluator, *job.eval_argv(name)], log) != 0:
             return f"evaluation {name or 'of the row'} failed (see {log})"

@@ -2,6 +2,8 @@
 the flags that shrink the network, the data and the evaluation."""
 from dataclasses import dataclass
 
+from utils.engine.config import parse_config, script_of
+
 
 @dataclass(frozen=True)
 class Scale:
@@ -55,8 +57,6 @@ SCALES = {
 def scaled_train_flags(method: str, regime: str, scale: Scale, epochs: int = 0) -> list:
     """The training flags of a script's run at ``scale``: its epochs (``epochs`` when given, else the script's
     times the factor), then the scale's flags that the script has (a flag it lacks is not its concern)."""
-    from utils.config import parse_config, script_of
-
     if not epochs and (scale.epochs or scale.epoch_factor != 1):
         default = script_of(method, regime)[1].get("epochs", 1)
         epochs = scale.epochs or max(1, round(default * scale.epoch_factor))

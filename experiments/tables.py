@@ -2,7 +2,7 @@
 import math
 from fractions import Fraction
 
-from utils.results import training_seconds
+from utils.evaluation.results import training_seconds
 
 
 def markdown_table(header, rows) -> list:

@@ -44,6 +44,7 @@ class Encoder(nn.Module):
 
 def build_encoder(z_dim: int, arch: str = "resnet18", width: int = 64, hidden_dim: int = 4096,
                   stem: str = "cifar") -> Encoder:
-    """An encoder whose embedding has ``z_dim`` dimensions; ``utils.blocks.encoder_for`` takes a method's name."""
+    """An encoder whose embedding has ``z_dim`` dimensions (``utils.engine.blocks.encoder_for`` takes a method's
+    name)."""
     return Encoder(z_dim, arch, width, hidden_dim, stem)
 

@@ -78,11 +78,24 @@ TINY = ["--width", "8", "--hidden-dim", "32", "--batch-size", "16", "--epochs", 
         "--channels-last", "off"]
 
 
+def tiny_trainer(out, data, method="empssl", regime="free", *extra, defaults=None, subset=32, views=3):
+    """A ``Trainer`` of the TINY sizes on ``data``'s first ``subset`` images, writing to ``out``: EMP-SSL with
+    ``views`` views (SimCLR keeps its 2); ``defaults`` stand in for the script's row (None: none), ``extra`` flags
+    come last."""
+    from utils.engine.train import Trainer, parse_config
+
+    multiview = ["--num-views", str(views)] if method == "empssl" else []
+    argv = ["--data-dir", str(data), "--subset", str(subset), "--out-dir", str(out), *TINY, *multiview,
+            *map(str, extra)]
+    cfg, given, _ = parse_config(method, regime, {} if defaults is None else defaults, argv)
+    return Trainer(cfg, given)
+
+
 @pytest.fixture(scope="session")
 def script_run(tmp_path_factory, tiny_data):
     """``script_run(method, regime)`` -> (run folder, CompletedProcess): the entry script's toy run, trained by
     its command line once per test session (48 images, 2 epochs, 4 views, 2 replays or PGD steps)."""
-    from utils.config import entry_scripts
+    from utils.engine.config import entry_scripts
 
     scripts = {key: script for key, (script, _) in entry_scripts().items()}
     runs = {}

@@ -4,9 +4,9 @@ import json
 import pytest
 
 from utils.ablate import ABLATIONS, ablate, build_parser, evaluations, table, train_argv
-from utils.errors import UsageError
-from utils.evaluate import parse_args
-from utils.train import parse_config
+from utils.core.errors import UsageError
+from utils.engine.train import parse_config
+from utils.evaluation.evaluate import parse_args
 
 
 def test_every_entry_parses_as_its_scripts_flags_with_the_small_scale_and_the_gain_term(tmp_path):
@@ -52,10 +52,10 @@ def test_an_unknown_entry_is_refused_in_one_line(tmp_path):
 def test_recalibration_sets_the_statistics_to_the_clean_batches_and_writes_a_new_file(tmp_path, tiny_data):
     import torch
 
-    from utils.blocks import encoder_for
-    from utils.checkpoint import load_checkpoint
+    from utils.core.checkpoint import load_checkpoint
+    from utils.engine.blocks import encoder_for
+    from utils.engine.train import Trainer
     from utils.recalibrate import recalibrate, recalibrate_bn
-    from utils.train import Trainer
 
     from conftest import TINY
 

@@ -45,7 +45,7 @@ def test_the_textbook_pgd_step_and_its_attack_fit_in_25_lines_without_a_branch()
 
 
 def test_the_trainer_is_the_loop_and_the_step_with_two_handles_to_the_encoder():
-    tree = ast.parse((ROOT / "utils" / "train.py").read_text())
+    tree = ast.parse((ROOT / "utils" / "engine" / "train.py").read_text())
     trainer = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Trainer")
     assert trainer.end_lineno - trainer.lineno + 1 < 150
     handles = {t.attr for n in ast.walk(trainer) if isinstance(n, ast.Assign) for t in ast.walk(n)
@@ -67,13 +67,13 @@ def test_training_needs_no_autoattack_and_asking_for_it_without_the_package_is_o
             "16", "--epochs", "1", "--num-views", "2", "--replays", "1", "--device", "cpu", "--knn-every", "0",
             "--out-dir", str(run)]
     trained = without_autoattack(f"sys.argv = ['main_empssl_free_adv.py', *{argv!r}]; "
-                                 "from utils.train import main; main('empssl', 'free')")
+                                 "from utils.engine.train import main; main('empssl', 'free')")
     assert trained.returncode == 0, trained.stderr[-2000:]
     assert (run / "last.pt").is_file()
     argv = ["--checkpoint", str(run), "--data-dir", str(tiny_data), "--subset-train", "32", "--subset-test", "20",
             "--finetune-epochs", "1", "--autoattack", "--device", "cpu"]
     asked = without_autoattack(f"sys.argv = ['evaluate_empssl.py', *{argv!r}]; "
-                               "from utils.evaluate import main; main('empssl')")
+                               "from utils.evaluation.evaluate import main; main('empssl')")
     assert asked.returncode == 2 and len(asked.stderr.strip().splitlines()) == 1
     assert "pip install pyautoattack" in asked.stderr and not list(run.glob("eval-*.json"))
 
@@ -92,3 +92,110 @@ def test_a_new_ablation_written_as_data_runs_through_ablate_at_the_toy_scale(tmp
     assert "--clean-weight 0.5" in cells[1] and all(c != "-" for c in cells[2:6])  # gains, kNN, clean
     config = json.loads((tmp_path / entry.name / "train" / "config.json").read_text())
     assert (config["clean_views"], config["clean_weight"], config["attack_gain"]) == (1, 0.5, True)
+
+
+# ----- the layers ------------------------------------------------------------------------------------------------
+PROJECT = ("models", "losses", "attacks", "augment", "utils", "experiments", "benchmarks")
+LAYERS = (("models", "losses", "attacks", "augment"), ("utils.core",), ("utils.methods", "utils.regimes"),
+          ("utils.studies",), ("utils.engine",), ("utils.evaluation",), ("experiments",), ("utils",),
+          ("benchmarks", "scripts"))  # utils: the command lines at its top; scripts: the eight entry scripts
+
+
+def project_modules():
+    """{dotted module name: path} of every project module outside tests/."""
+    paths = [*ROOT.glob("*.py"), *(p for top in PROJECT for p in (ROOT / top).rglob("*.py"))]
+    return {".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__"): p for p in paths
+            if p.name != "conftest.py"}
+
+
+def folder(module, modules):
+    """The folder a module lies in: its package, ``scripts`` for the entry scripts at the top."""
+    if modules[module].name == "__init__.py":
+        return module
+    return module.rpartition(".")[0] or "scripts"
+
+
+def named(node, module, modules):
+    """The project modules an import statement names, each the deepest one its dotted name reaches."""
+    if isinstance(node, ast.Import):
+        names = [a.name for a in node.names]
+    else:
+        base = module if modules[module].name == "__init__.py" else module.rpartition(".")[0]
+        for _ in range(node.level - 1):
+            base = base.rpartition(".")[0]
+        source = ".".join(filter(None, [base if node.level else "", node.module or ""]))
+        names = [f"{source}.{a.name}" if f"{source}.{a.name}" in modules else source for a in node.names]
+    return {n for n in names if n in modules} - {module}
+
+
+def entered(name, module, modules):
+    """The packages whose __init__ Python runs before ``name`` when ``module`` imports it from outside them."""
+    parts = name.split(".")
+    return {".".join(parts[:i]) for i in range(1, len(parts)) if ".".join(parts[:i]) in modules
+            and not (module + ".").startswith(".".join(parts[:i]) + ".")}
+
+
+def import_graph():
+    """({module: modules it runs by importing}, {module: modules its imports name},
+    [(module, line) of project imports inside functions])."""
+    modules, runs, names, inner = project_modules(), {}, {}, []
+    for module, path in modules.items():
+        tree = ast.parse(path.read_text())
+        names[module] = set()
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                names[module] |= named(node, module, modules)
+        runs[module] = names[module].union(*(entered(n, module, modules) for n in names[module])) - {module}
+        for func in (n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))):
+            inner += [(module, n.lineno) for n in ast.walk(func) if isinstance(n, (ast.Import, ast.ImportFrom))
+                      and named(n, module, modules)]
+    return modules, runs, names, inner
+
+
+def a_cycle(graph):
+    """One cycle of ``graph`` as a list of nodes, or None."""
+    state, path = {}, []
+
+    def visit(node):
+        state[node] = "open"
+        path.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == "open":
+                return path[path.index(nxt):] + [nxt]
+            if nxt not in state and (found := visit(nxt)):
+                return found
+        state[node] = "done"
+        path.pop()
+        return None
+
+    return next((c for node in sorted(graph) if node not in state and (c := visit(node))), None)
+
+
+def layer(name):
+    return next(i for i, names in enumerate(LAYERS) if name in names)
+
+
+def test_modules_and_folders_import_without_a_cycle_and_only_downwards():
+    modules, runs, names, inner = import_graph()
+    assert not inner, f"project imports inside functions: {inner}"
+    assert a_cycle(runs) is None, " -> ".join(a_cycle(runs))
+    folders = {}
+    for module, targets in names.items():
+        folders.setdefault(folder(module, modules), set()).update(folder(t, modules) for t in targets)
+    folders = {f: targets - {f} for f, targets in folders.items()}
+    assert a_cycle(folders) is None, " -> ".join(a_cycle(folders))
+    upward = sorted((f, t) for f, targets in folders.items() for t in targets if layer(t) > layer(f))
+    assert not upward, f"imports from a higher layer: {upward}"
+
+
+def test_the_import_check_sees_a_cycle_an_upward_import_and_an_import_inside_a_function():
+    assert a_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert a_cycle({"a": {"b"}, "b": set()}) is None
+    assert layer("utils.core") < layer("utils.engine") < layer("experiments") < layer("utils")
+    modules = {"utils.core.x": ROOT / "x.py", "utils.core": ROOT / "__init__.py", "utils": ROOT / "__init__.py"}
+    node = ast.parse("from utils.core import x").body[0]
+    assert named(node, "utils.core.y", {**modules, "utils.core.y": ROOT / "y.py"}) == {"utils.core.x"}
+    assert named(ast.parse("from . import x").body[0], "utils.core.y", {**modules, "utils.core.y": ROOT}) == {
+        "utils.core.x"}
+    assert entered("utils.core.x", "elsewhere", modules) == {"utils", "utils.core"}
+    assert entered("utils.core.x", "utils.core.y", modules) == set()

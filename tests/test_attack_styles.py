@@ -9,22 +9,17 @@ import torch
 from attacks import eval_bn, pgd_linf
 from experiments.labels import PART_WORDS, regime_words
 from losses import empssl_loss, nt_xent
-from utils.errors import UsageError
-from utils.optim import LARS
-from utils.train import Trainer, parse_config
+from utils.core.errors import UsageError
+from utils.engine.optim import LARS
+from utils.engine.train import Trainer, parse_config
 
-from conftest import TINY
+from conftest import tiny_trainer
 
 EPS, ALPHA, STEPS, B = 8 / 255, 0.01, 3, 16
 
 
-def make_trainer(tmp_path, tiny_data, method, regime, *extra):
-    argv = ["--data-dir", str(tiny_data), "--subset", "32", "--out-dir", str(tmp_path), *TINY, "--knn-every", "0",
-            *extra]
-    if method == "empssl":
-        argv += ["--num-views", "3"]
-    cfg, given, _ = parse_config(method, regime, {}, argv)
-    return Trainer(cfg, given)
+def make_trainer(out, data, method, regime, *extra):
+    return tiny_trainer(out, data, method, regime, "--knn-every", "0", *extra)
 
 
 def float64_views(t):

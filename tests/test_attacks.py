@@ -8,7 +8,7 @@ from torch import nn
 
 from attacks import FreeAdversary, frozen_bn_stats, pgd_linf
 from losses import empssl_loss
-from utils.blocks import encoder_for
+from utils.engine.blocks import encoder_for
 
 
 class TinyClassifier(nn.Module):

@@ -8,7 +8,7 @@ import torchvision.transforms.functional as TF
 from torchvision.transforms import RandomResizedCrop
 
 from augment import ViewParams, multiview, tensor_to_pil
-from utils.blocks import augment_for, reference_for
+from utils.engine.blocks import augment_for, reference_for
 
 ALL_OFF = dict(flip_p=0.0, jitter_p=0.0, grayscale_p=0.0, blur_p=0.0, solarize_p=0.0)
 

@@ -2,7 +2,7 @@
 import re
 
 from benchmarks import bench_eval, bench_step, bench_tcr, bench_train
-from utils.config import entry_scripts
+from utils.engine.config import entry_scripts
 
 SCRIPTS = {key: script for key, (script, _) in entry_scripts().items()}
 

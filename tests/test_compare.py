@@ -5,7 +5,7 @@ import pytest
 from experiments.comparison import ABLATION_FOLDERS, BASELINES, CANDIDATES, SCALES, SEEDS, result_path
 from experiments.scales import SCALES as SCALE_FLAGS
 from utils.compare import compare
-from utils.errors import UsageError
+from utils.core.errors import UsageError
 
 SIMCLR, EMPSSL = "crop-simclr-free", "crop-empssl-free"
 CANDIDATE, ABLATED = CANDIDATES[0], "free-2-epochs"  # a row of utils.reproduce, an entry of utils.ablate

@@ -6,8 +6,8 @@ import pytest
 import torch
 from PIL import Image
 
-from utils.data import load_dataset, stratified_subset
-from utils.errors import UsageError
+from utils.core.data import load_dataset, stratified_subset
+from utils.core.errors import UsageError
 
 
 def write_batch(path, data, labels, key):

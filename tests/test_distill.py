@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from losses import distill_loss
-from utils.errors import UsageError
-from utils.optim import LARS
-from utils.train import Trainer, parse_config
+from utils.core.errors import UsageError
+from utils.engine.optim import LARS
+from utils.engine.train import Trainer, parse_config
 
 from conftest import TINY
 
@@ -104,7 +104,7 @@ def test_a_student_needs_a_teacher_of_its_sizes(tmp_path, tiny_data, teacher):
 
 
 def test_a_distilled_rows_cost_counts_its_teachers_minutes():
-    from utils.results import training_seconds
+    from utils.evaluation.results import training_seconds
 
     student_only = {"train_seconds": 120.0, "train_config": {}}
     distilled = {"train_seconds": 120.0, "train_config": {"teacher_identity": {"train_seconds": 60.0}}}

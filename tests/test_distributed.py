@@ -12,10 +12,10 @@ import torch.distributed as tdist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
-from utils import distributed as dist
-from utils.checkpoint import load_checkpoint
-from utils.config import entry_scripts
-from utils.evaluate import evaluate
+from utils.core import distributed as dist
+from utils.core.checkpoint import load_checkpoint
+from utils.engine.config import entry_scripts
+from utils.evaluation.evaluate import evaluate
 from utils.methods import METHODS
 
 from conftest import ROOT, TINY, run_script
@@ -171,17 +171,17 @@ def test_a_one_process_run_resumed_under_two_is_refused(tmp_path, tiny_data):
 
 
 def failing_save_worker(rank, init_file, data_dir, out_dir):
-    import utils.distributed
-    import utils.rundir
-    from utils.errors import UsageError
-    from utils.train import Trainer, parse_config
+    import utils.core.distributed
+    import utils.engine.rundir
+    from utils.core.errors import UsageError
+    from utils.engine.train import Trainer, parse_config
 
     tdist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
 
     def disk_full(state, path):
         raise UsageError(f"cannot write checkpoint {path}: No space left on device")
 
-    utils.rundir.save_checkpoint = disk_full
+    utils.engine.rundir.save_checkpoint = disk_full
     argv = ["--data-dir", data_dir, "--subset", "32", *TINY, "--epochs", "1", "--out-dir", out_dir]
     cfg, given, _ = parse_config("simclr", "standard", {}, argv)
     try:
@@ -190,7 +190,7 @@ def failing_save_worker(rank, init_file, data_dir, out_dir):
     except UsageError as e:
         outcome = str(e)
     finally:
-        utils.distributed.shutdown()
+        utils.core.distributed.shutdown()
     with open(os.path.join(out_dir, f"outcome{rank}.txt"), "w") as fh:
         fh.write(outcome)
 

@@ -6,12 +6,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from utils.checkpoint import load_checkpoint
-from utils.errors import UsageError
+from utils.core.checkpoint import load_checkpoint
+from utils.core.errors import UsageError
+from utils.core.files import read_jsonl
+from utils.engine.train import Trainer, parse_config
 from utils.methods import METHODS, Method
 from utils.regimes import REGIMES, Regime, add_radius_flags
-from utils.run import read_jsonl
-from utils.train import Trainer, parse_config
 
 from conftest import TINY
 

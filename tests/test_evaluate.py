@@ -10,18 +10,18 @@ import torchvision.transforms.functional as TF
 from pyautoattack import AutoAttack
 from torch import nn
 
-import utils.evaluate as evaluate_module
-import utils.finetune as finetune_module
+import utils.evaluation.evaluate as evaluate_module
+import utils.evaluation.protocols as finetune_module
 from attacks import autoattack_cascade, pgd_linf, trades_adversary, trades_loss
-from utils.blocks import augment_for, encoder_for
-from utils.config import entry_scripts
-from utils.data import load_dataset, stratified_subset
-from utils.errors import UsageError
-from utils.evaluate import build_classifier, evaluate, load_encoder, parse_args, robust_accuracy
-from utils.finetune import Classifier, crop_flip, crop_flip_params, fit_aff, fit_alf, fit_slf
+from utils.core.data import load_dataset, stratified_subset
+from utils.core.errors import UsageError
+from utils.core.files import machine
+from utils.core.version import code_version
+from utils.engine.blocks import augment_for, encoder_for
+from utils.engine.config import entry_scripts
+from utils.evaluation.evaluate import build_classifier, evaluate, load_encoder, parse_args, robust_accuracy
+from utils.evaluation.protocols import Classifier, crop_flip, crop_flip_params, fit_aff, fit_alf, fit_slf
 from utils.report import model_name, table
-from utils.run import machine
-from utils.version import code_version
 
 from conftest import TINY, run_script
 

@@ -6,8 +6,8 @@ import json
 import pytest
 
 from experiments.labels import model_name
-from utils.config import parse_config
-from utils.evaluate import evaluate
+from utils.engine.config import parse_config
+from utils.evaluation.evaluate import evaluate
 from utils.report import table
 
 from conftest import TINY, run_script
@@ -73,8 +73,8 @@ def test_reproduce_refuses_a_bad_data_folder_before_any_row(tmp_path):
 def test_rows_asked_later_add_to_the_table_never_shrink_it(tmp_path):
     from experiments.runner import RESULT
     from experiments.scales import SCALES
+    from utils.core.files import write_json
     from utils.reproduce import all_rows, build_parser, write_results
-    from utils.run import write_json
 
     args = build_parser().parse_args(["--data", "imagefolder", "--data-dir", str(tmp_path), "--device", "cpu",
                                       "--out", str(tmp_path)])
@@ -91,7 +91,7 @@ def test_rows_asked_later_add_to_the_table_never_shrink_it(tmp_path):
 
 def test_ctrl_c_during_an_evaluation_keeps_its_finished_stages_and_the_rerun_continues(tmp_path, tiny_data,
                                                                                        monkeypatch, capsys):
-    import utils.evaluate as evaluate_module
+    import utils.evaluation.evaluate as evaluate_module
 
     run = tmp_path / "run"
     run_script("main_empssl_free_adv.py", "--data-dir", tiny_data, "--subset", 32, *TINY, "--num-views", 2,

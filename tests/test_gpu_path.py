@@ -4,19 +4,16 @@ import pytest
 import torch
 
 import augment.multiview as multiview
-from utils.optim import LARS
-from utils.train import Trainer, enable_cudnn_autotuning, parse_config
+from utils.engine.optim import LARS
+from utils.engine.train import enable_cudnn_autotuning
 
-from conftest import TINY
+from conftest import tiny_trainer
 
 HOST_READS = ("item", "tolist", "cpu", "numpy", "nonzero", "__bool__", "__int__", "__float__")
 
 
-def free_trainer(tmp_path, tiny_data, *extra):
-    argv = ["--data-dir", str(tiny_data), "--subset", "32", *map(str, TINY), "--num-views", "3", "--out-dir",
-            str(tmp_path), *extra]
-    cfg, given, _ = parse_config("empssl", "free", {"epochs": 1, "batch_size": 16}, argv)
-    return Trainer(cfg, given)
+def free_trainer(out, data, *extra):
+    return tiny_trainer(out, data, "empssl", "free", *extra, defaults={"epochs": 1, "batch_size": 16})
 
 
 @pytest.mark.parametrize("extra", [(), ("--precision", "bf16", "--channels-last", "on")])
@@ -82,11 +79,11 @@ def test_on_cuda_a_free_step_and_the_guard_never_wait_for_the_gpu(tmp_path, tiny
 
 def test_channels_last_auto_is_chosen_once_by_a_probe_that_leaves_the_random_streams_alone(tmp_path, tiny_data,
                                                                                               monkeypatch):
-    import utils.train
+    import utils.engine.train
 
     probes = []
-    probe = utils.train.layout_seconds
-    monkeypatch.setattr(utils.train, "layout_seconds", lambda *a: probes.append(1) or probe(*a))
+    probe = utils.engine.train.layout_seconds
+    monkeypatch.setattr(utils.engine.train, "layout_seconds", lambda *a: probes.append(1) or probe(*a))
     t = free_trainer(tmp_path / "auto", tiny_data, "--channels-last", "auto")
     assert len(probes) == 1 and t.cfg["channels_last"] in ("on", "off")
     assert t.channels_last == (t.cfg["channels_last"] == "on")
@@ -95,28 +92,28 @@ def test_channels_last_auto_is_chosen_once_by_a_probe_that_leaves_the_random_str
         assert torch.equal(value, pinned.model.state_dict()[key]), key
     assert len(probes) == 1  # a chosen layout (what a checkpoint's config holds) is not probed again
     state = torch.random.get_rng_state()  # the run reseeds after the probe, so its weights alone cannot tell
-    assert utils.train.resolve_channels_last({**t.cfg, "channels_last": "auto"}, t.device) in ("on", "off")
+    assert utils.engine.train.resolve_channels_last({**t.cfg, "channels_last": "auto"}, t.device) in ("on", "off")
     assert torch.equal(torch.random.get_rng_state(), state) and len(probes) == 2
 
 
 def test_below_its_least_width_the_cpu_trains_contiguous_without_a_probe(monkeypatch):
-    import utils.train
-    from utils.errors import UsageError
+    import utils.engine.train
+    from utils.core.errors import UsageError
 
-    monkeypatch.setattr(utils.train, "layout_seconds", lambda *a: pytest.fail("probed a layout it must not use"))
+    monkeypatch.setattr(utils.engine.train, "layout_seconds", lambda *a: pytest.fail("probed a layout it must not use"))
     cpu = torch.device("cpu")
     for width, view_size in ((4, 32), (8, 48), (8, 96)):
         cfg = {"width": width, "view_size": view_size}
-        assert utils.train.resolve_channels_last({**cfg, "channels_last": "auto"}, cpu) == "off"
+        assert utils.engine.train.resolve_channels_last({**cfg, "channels_last": "auto"}, cpu) == "off"
         with pytest.raises(UsageError, match=f"--width {8 if view_size == 32 else 12} or more .* at {view_size}px"):
-            utils.train.resolve_channels_last({**cfg, "channels_last": "on"}, cpu)
+            utils.engine.train.resolve_channels_last({**cfg, "channels_last": "on"}, cpu)
     for width, view_size in ((8, 32), (12, 64), (16, 96)):
         cfg = {"width": width, "view_size": view_size, "channels_last": "on"}
-        assert utils.train.resolve_channels_last(cfg, cpu) == "on"
+        assert utils.engine.train.resolve_channels_last(cfg, cpu) == "on"
 
 
 def test_the_layout_probe_leaves_gradients_random_streams_and_layout_as_they_were():
-    from utils.layout import layout_seconds
+    from utils.engine.layout import layout_seconds
 
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.Conv2d(8, 4, 3))
     for x in (torch.rand(2, 3, 8, 8), torch.rand(2, 3, 8, 8, requires_grad=True)):

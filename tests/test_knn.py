@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from benchmarks import bench_knn
-from utils.blocks import encoder_for
-from utils.data import load_dataset
-from utils.knn import KNNMonitor, knn_accuracy, knn_predict
+from utils.core.data import load_dataset
+from utils.engine.blocks import encoder_for
+from utils.engine.knn import KNNMonitor, knn_accuracy, knn_predict
 
 from conftest import write_cifar10
 

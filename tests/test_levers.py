@@ -12,16 +12,16 @@ from attacks import autoattack_cascade
 from augment import WEAK_SCALE, at_strength, augment_config
 from experiments.levers import LEVERS
 from experiments.scales import SCALES
-from utils.blocks import augment_for
-from utils.checkpoint import load_checkpoint
-from utils.config import parse_config
-from utils.ema import WeightAverage
-from utils.evaluate import evaluate, load_encoder
+from utils.core.checkpoint import load_checkpoint
+from utils.engine.blocks import augment_for
+from utils.engine.config import parse_config
+from utils.engine.ema import WeightAverage
+from utils.engine.train import view_strength
+from utils.evaluation.evaluate import evaluate, load_encoder
 from utils.levers import job_of
 from utils.reproduce import Row, train_argv
-from utils.train import Trainer, view_strength
 
-from conftest import TINY, run_script
+from conftest import run_script, tiny_trainer
 
 BOXES = ("top", "left", "height", "width")
 COLOUR = ("jitter", "grayscale", "blur", "solarize")
@@ -97,11 +97,8 @@ def test_weight_average_follows_the_naive_formula_and_copies_counts():
         WeightAverage(model, 1.0)
 
 
-def trainer(out, tiny_data, *extra):
-    argv = ["--data-dir", str(tiny_data), "--subset", "32", *map(str, TINY), "--num-views", "3", "--replays", "2",
-            "--out-dir", str(out), *map(str, extra)]
-    cfg, given, _ = parse_config("empssl", "free", {"epochs": 2, "batch_size": 16}, argv)
-    return Trainer(cfg, given)
+def trainer(out, data, *extra):
+    return tiny_trainer(out, data, "empssl", "free", "--replays", 2, *extra, defaults={"epochs": 2, "batch_size": 16})
 
 
 LEVER_FLAGS = ("--ema-decay", "0.9", "--weak-views", "1", "--view-strength-end", "0.25", "--alpha", "eps")

@@ -7,7 +7,7 @@ import torchvision
 from torch import nn
 
 from models import build_encoder
-from utils.blocks import encoder_for
+from utils.engine.blocks import encoder_for
 
 from conftest import ROOT
 

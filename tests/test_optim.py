@@ -3,7 +3,7 @@ import copy
 import pytest
 import torch
 
-from utils.optim import LARS, cosine_lr
+from utils.engine.optim import LARS, cosine_lr
 
 
 def naive_lars_sgd(params, grads, bufs, lr, wd, eta, mom):

@@ -9,14 +9,14 @@ import time
 import pytest
 import torch
 
-import utils.run as run_module
-import utils.rundir as rundir_module
-from utils.checkpoint import load_checkpoint, save_checkpoint
-from utils.errors import UsageError
-from utils.evaluate import evaluate
-from utils.run import append_jsonl, machine, read_jsonl, write_json
+import utils.core.files as run_module
+import utils.engine.rundir as rundir_module
+from utils.core.checkpoint import load_checkpoint, save_checkpoint
+from utils.core.errors import UsageError
+from utils.core.files import append_jsonl, machine, read_jsonl, write_json
+from utils.evaluation.evaluate import evaluate
 
-from conftest import ROOT, TINY, run_script
+from conftest import ROOT, TINY, run_script, tiny_trainer
 
 
 def one_line_error(proc, code=2):
@@ -109,7 +109,7 @@ def test_kill_during_save_leaves_previous_checkpoint_loadable(tmp_path):
     writer = (
         "import os, pathlib, sys, time, torch\n"
         f"sys.path.insert(0, {str(ROOT)!r})\n"
-        "from utils import checkpoint\n"
+        "from utils.core import checkpoint\n"
         "def stalled_fsync(fd):\n"
         f"    pathlib.Path({str(marker)!r}).touch()\n"
         "    time.sleep(60)\n"
@@ -180,13 +180,9 @@ def test_bad_input_is_one_line(tmp_path, tiny_data, case, message):
 
 @pytest.mark.parametrize("stop_step,where", [(6, (1, 2)), (4, (1, 0))])  # mid-epoch 2; last batch of epoch 1
 def test_resume_after_a_stop_gives_bit_identical_weights(tmp_path, tiny_data, stop_step, where):
-    from utils.train import Trainer, parse_config
-
     def trainer(out, *extra):
-        argv = ["--data-dir", str(tiny_data), "--subset", "64", *map(str, TINY), "--num-views", "2", "--out-dir",
-                str(out), *extra]
-        cfg, given, _ = parse_config("empssl", "free", {"epochs": 2, "batch_size": 16}, argv)
-        return Trainer(cfg, given)
+        return tiny_trainer(out, tiny_data, "empssl", "free", *extra, defaults={"epochs": 2, "batch_size": 16},
+                            subset=64, views=2)
 
     handler_before = signal.getsignal(signal.SIGTERM)
     full = trainer(tmp_path / "full")
@@ -278,7 +274,7 @@ def test_carry_metrics_interrupted_keeps_the_runs_rows(tmp_path, monkeypatch):
 def test_two_processes_never_train_into_one_folder(tmp_path, tiny_data):
     import fcntl
 
-    from utils.train import Trainer, parse_config
+    from utils.engine.train import Trainer, parse_config
 
     out = tmp_path / "run"
     out.mkdir()

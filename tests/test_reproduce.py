@@ -12,10 +12,10 @@ import pytest
 
 import utils.reproduce as reproduce_module
 from experiments.runner import RESULT
-from utils.checkpoint import load_checkpoint
-from utils.errors import UsageError
+from utils.core.checkpoint import load_checkpoint
+from utils.core.errors import UsageError
+from utils.core.files import append_jsonl, read_jsonl, write_json
 from utils.reproduce import SCALES, all_rows, build_parser, reproduce, run_row, select_rows, train_argv, write_results
-from utils.run import append_jsonl, read_jsonl, write_json
 
 from conftest import ROOT, run_script
 
@@ -160,7 +160,7 @@ def test_the_isolated_variants_are_optional_rows_that_train_with_the_isolated_st
     assert not any(r.optional for r in select_rows(None)) and select_rows(["crop-empssl-pgd-isolated"])
 
     args = build_parser().parse_args(["--data-dir", str(tmp_path), "--device", "cpu", "--out", str(tmp_path)])
-    from utils.train import parse_config
+    from utils.engine.train import parse_config
 
     for key, style in (("crop-empssl-pgd", "original"), ("crop-empssl-pgd-isolated", "isolated")):
         row = rows[key]

@@ -8,11 +8,11 @@ import torch
 from PIL import Image
 
 from models import build_encoder
-from utils.config import TIME_LIMIT_EXIT
-from utils.data import UNLABELED, load_dataset, resize_images
-from utils.errors import UsageError
-from utils.evaluate import evaluate
-from utils.train import Trainer, parse_config
+from utils.core.data import UNLABELED, load_dataset, resize_images
+from utils.core.errors import UsageError
+from utils.engine.config import TIME_LIMIT_EXIT
+from utils.engine.train import Trainer, parse_config
+from utils.evaluation.evaluate import evaluate
 
 from conftest import TINY
 

@@ -2,18 +2,15 @@
 import pytest
 import torch
 
-from utils.checkpoint import load_checkpoint
-from utils.config import TIME_LIMIT_EXIT, parse_config
-from utils.train import Trainer
+from utils.core.checkpoint import load_checkpoint
+from utils.engine.config import TIME_LIMIT_EXIT
 
-from conftest import TINY, run_script
+from conftest import TINY, run_script, tiny_trainer
 
 
-def trainer(tiny_data, out, *extra):
-    argv = ["--data-dir", str(tiny_data), "--subset", "64", *map(str, TINY), "--num-views", "2", "--out-dir", str(out),
-            "--resume", "auto", *extra]
-    cfg, given, _ = parse_config("empssl", "free", {"epochs": 2, "batch_size": 16}, argv)
-    return Trainer(cfg, given)
+def trainer(data, out, *extra):
+    return tiny_trainer(out, data, "empssl", "free", "--resume", "auto", *extra,
+                        defaults={"epochs": 2, "batch_size": 16}, subset=64, views=2)
 
 
 def test_time_limit_stops_with_a_checkpoint_and_the_same_command_resumes(tmp_path, tiny_data):

@@ -5,13 +5,13 @@ import re
 import pytest
 import torch
 
-from utils.checkpoint import load_checkpoint
-from utils.config import entry_scripts, parse_config
-from utils.run import machine
-from utils.train import Trainer
-from utils.version import code_version
+from utils.core.checkpoint import load_checkpoint
+from utils.core.files import machine
+from utils.core.version import code_version
+from utils.engine.config import entry_scripts, parse_config
+from utils.engine.train import Trainer
 
-from conftest import TINY, run_script
+from conftest import TINY, run_script, tiny_trainer
 
 SCRIPTS = {key: script for key, (script, _) in entry_scripts().items()}
 
@@ -35,12 +35,8 @@ def test_every_script_trains_end_to_end_and_leaves_a_loadable_checkpoint(script_
         assert len(ckpt["regime_state"]) == 1 and ckpt["regime_state"][0]["delta"].abs().max() > 0
 
 
-def make_trainer(tmp_path, tiny_data, method, regime, *extra):
-    argv = ["--data-dir", str(tiny_data), "--subset", "32", "--out-dir", str(tmp_path), *TINY, *extra]
-    if method == "empssl":
-        argv += ["--num-views", "3"]
-    cfg, given, _ = parse_config(method, regime, SCRIPT_DEFAULTS, argv)
-    return Trainer(cfg, given)
+def make_trainer(out, data, method, regime, *extra):
+    return tiny_trainer(out, data, method, regime, *extra, defaults=SCRIPT_DEFAULTS)
 
 
 def model_snapshot(model):
@@ -150,8 +146,8 @@ def test_knn_monitor_rises_above_chance_and_leaves_training_unchanged(tmp_path, 
 
 
 def test_z_dim_sizes_the_projector_and_evaluation_rebuilds_it(tmp_path, tiny_data):
-    from utils.config import resolve_saved
-    from utils.evaluate import load_encoder
+    from utils.engine.config import resolve_saved
+    from utils.engine.encoders import load_encoder
 
     argv = ["--data-dir", str(tiny_data), "--subset", "32", "--out-dir", str(tmp_path), *TINY, "--knn-every", "0",
             "--num-views", "2", "--z-dim", "24"]

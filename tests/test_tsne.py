@@ -2,10 +2,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from utils.blocks import encoder_for
-from utils.checkpoint import load_checkpoint
-from utils.data import load_dataset
-from utils.evaluate import load_encoder
+from utils.core.checkpoint import load_checkpoint
+from utils.core.data import load_dataset
+from utils.engine.blocks import encoder_for
+from utils.engine.encoders import load_encoder
 from utils.tsne import attack_features, method_of, tsne
 
 from conftest import run_script

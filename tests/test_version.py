@@ -1,9 +1,9 @@
 import hashlib
 import subprocess
 
-import utils.version as version
+import utils.core.version as version
+from utils.core.version import ROOT, code_version, source_digest, version_words
 from utils.report import code_text
-from utils.version import ROOT, code_version, source_digest, version_words
 
 
 def test_in_a_git_checkout_the_version_is_the_commit_and_whether_tracked_files_differ():

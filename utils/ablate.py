@@ -20,14 +20,13 @@ from experiments.ablations import ABLATIONS
 from experiments.runner import Job, read_result, run_job, run_plan
 from experiments.scales import SCALES, scaled_train_flags
 from experiments.tables import markdown_table
-
-from .cli import Parser, default_data_dir, run_main
-from .config import script_of
-from .data import DATASETS
-from .errors import UsageError
-from .regimes import REGIMES, Adversarial
-from .results import training_seconds
-from .run import read_jsonl
+from utils.core.cli import Parser, default_data_dir, run_main
+from utils.core.data import DATASETS
+from utils.core.errors import UsageError
+from utils.core.files import read_jsonl
+from utils.engine.config import script_of
+from utils.evaluation.results import training_seconds
+from utils.regimes import REGIMES, Adversarial
 
 
 def train_argv(ab, args) -> list:

@@ -13,10 +13,9 @@ from pathlib import Path
 from experiments.comparison import BASELINES, CANDIDATES, COST_CEILING, MARGINS, METRICS, SCALES, SEEDS, result_path
 from experiments.scales import SCALES as SCALE_FLAGS
 from experiments.tables import markdown_table, num
-
-from .cli import run_main
-from .errors import UsageError
-from .results import training_seconds
+from utils.core.cli import run_main
+from utils.core.errors import UsageError
+from utils.evaluation.results import training_seconds
 
 NOT_RECORDED = "not recorded in the file"
 

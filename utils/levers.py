@@ -17,11 +17,10 @@ from experiments.levers import LEVERS
 from experiments.runner import Job, check_plan, read_result, run_job, run_plan
 from experiments.scales import SCALES
 from experiments.tables import markdown_table, num
-
-from .cli import Parser, run_main
-from .errors import UsageError
-from .reproduce import Row, add_data_flags, row_dir, train_argv
-from .results import result_name, training_seconds
+from utils.core.cli import Parser, run_main
+from utils.core.errors import UsageError
+from utils.evaluation.results import result_name, training_seconds
+from utils.reproduce import Row, add_data_flags, row_dir, train_argv
 
 
 def row_of(lever) -> Row:

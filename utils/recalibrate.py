@@ -15,12 +15,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .blocks import run_augment, run_encoder
-from .checkpoint import clean_state_dict, load_checkpoint, save_checkpoint
-from .cli import Parser, positive_int, run_main
-from .config import resolve_saved
-from .data import load_dataset, stratified_subset
-from .errors import UsageError
+from utils.core.checkpoint import clean_state_dict, load_checkpoint, save_checkpoint
+from utils.core.cli import Parser, positive_int, run_main
+from utils.core.data import load_dataset, stratified_subset
+from utils.core.errors import UsageError
+from utils.engine.blocks import run_augment, run_encoder
+from utils.engine.config import resolve_saved
 
 
 @torch.no_grad()

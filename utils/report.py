@@ -11,15 +11,15 @@ from pathlib import Path
 from experiments.labels import model_name
 from experiments.runner import file_sha1
 from experiments.tables import markdown_table
-
-from .cli import Parser, eps_label, radius, run_main
-from .errors import UsageError
-from .evaluate import build_parser, fill_protocol_defaults
-from .finetune import PROTOCOLS
-from .methods import METHODS
-from .results import training_seconds
-from .run import plain
-from .version import version_words
+from utils.core.cli import Parser, eps_label, radius, run_main
+from utils.core.errors import UsageError
+from utils.core.files import plain
+from utils.core.version import version_words
+from utils.evaluation.evaluate import build_parser, fill_protocol_defaults
+from utils.evaluation.protocols import PROTOCOLS
+from utils.evaluation.results import training_seconds
+from utils.methods import METHODS
+from utils.tsne import tsne
 
 PATTERNS = ("eval-*.json", "eval.json")
 PROTOCOL_ORDER = ("slf", "alf", "aff")
@@ -182,8 +182,6 @@ def report(argv=None):
                         "(flags: python -m utils.tsne --help)")
     argv = sys.argv[1:] if argv is None else list(argv)
     if "--tsne" in argv:  # the rest of the line is utils.tsne's, CHECKPOINT its positional argument
-        from .tsne import tsne
-
         i = argv.index("--tsne")
         return tsne(argv[:i] + argv[i + 1:])
     args = p.parse_args(argv)

@@ -21,15 +21,14 @@ from experiments.paper import BASELINES, OWN_ROWS, PAPER, VARIANTS
 from experiments.runner import Job, check_plan, evaluation_status, read_result, run_job, run_plan
 from experiments.scales import SCALES, scaled_train_flags
 from experiments.tables import markdown_table, num, plot_results
-
-from .ablation import regime_class
-from .cli import Parser, default_data_dir, positive_int, run_main
-from .config import parse_config, script_of
-from .data import DATASETS, check_dataset
-from .errors import UsageError
-from .methods import METHODS
-from .results import training_seconds
-from .run import machine, read_jsonl, resolve_device
+from utils.core.cli import Parser, default_data_dir, positive_int, run_main
+from utils.core.data import DATASETS, check_dataset
+from utils.core.errors import UsageError
+from utils.core.files import machine, read_jsonl, resolve_device
+from utils.engine.config import parse_config, script_of
+from utils.evaluation.results import training_seconds
+from utils.methods import METHODS
+from utils.studies.ablation import regime_class
 
 
 @dataclass

@@ -15,14 +15,13 @@ import torch
 import torch.nn.functional as F
 
 from attacks import pgd_linf
-
-from .checkpoint import clean_state_dict, load_checkpoint
-from .cli import Parser, default_data_dir, eps_label, nonneg_int, positive_int, radius, run_main
-from .data import DATASETS, load_dataset, stratified_subset
-from .errors import UsageError
-from .evaluate import load_encoder
-from .methods import METHODS
-from .run import resolve_device
+from utils.core.checkpoint import clean_state_dict, load_checkpoint
+from utils.core.cli import Parser, default_data_dir, eps_label, nonneg_int, positive_int, radius, run_main
+from utils.core.data import DATASETS, load_dataset, stratified_subset
+from utils.core.errors import UsageError
+from utils.core.files import resolve_device
+from utils.engine.encoders import load_encoder
+from utils.methods import METHODS
 
 
 def build_parser() -> Parser:

@@ -1,8 +1,7 @@
 """EMP-SSL (Tong et al., 2023): n views per image, total coding rate + invariance, all views in one forward."""
 from losses import empssl_loss
-
-from ..cli import nonneg_float, positive_float
-from .base import Method
+from utils.core.cli import nonneg_float, positive_float
+from utils.methods.base import Method
 
 
 class EMPSSL(Method):

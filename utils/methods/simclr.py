@@ -3,9 +3,8 @@ and solo-learn, so BatchNorm normalises the clean and the perturbed view each wi
 import torch
 
 from losses import nt_xent
-
-from ..cli import positive_float
-from .base import Method
+from utils.core.cli import positive_float
+from utils.methods.base import Method
 
 
 class SimCLR(Method):

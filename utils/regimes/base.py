@@ -13,8 +13,9 @@ A regime turns one minibatch's views into optimizer steps through the learner (t
   learner.method                                 the method object (``utils.methods``)
   learner.clean_rows                             how many leading rows of ``views`` an adversary leaves clean
   learner.perturbed_shape, learner.device        the shape of the rows it perturbs, and their device
+  learner.teacher                                a regime with ``needs_teacher``: the clean teacher encoder
 """
-from ..cli import nonneg_int, radius, step_size
+from utils.core.cli import nonneg_int, radius, step_size
 
 
 class Regime:
@@ -29,11 +30,6 @@ class Regime:
     @classmethod
     def add_flags(cls, group) -> None:
         """Adds the regime's own settings to an argparse group."""
-
-    @classmethod
-    def select(cls, cfg: dict) -> type:
-        """The class that trains ``cfg``: this one, or a variant of it that a setting chooses."""
-        return cls
 
     @classmethod
     def terms(cls, cfg: dict) -> tuple:

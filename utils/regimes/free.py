@@ -1,9 +1,8 @@
 import torch
 
 from attacks import FreeAdversary
-
-from ..cli import positive_int
-from .base import Adversarial
+from utils.core.cli import positive_int
+from utils.regimes.base import Adversarial
 
 
 class Free(Adversarial):

@@ -1,14 +1,14 @@
 """PGD adversarial training, the textbook step (Madry et al., 2018): K steps of L-inf PGD on the
 self-supervised loss, gradients to the perturbation only and BatchNorm statistics untouched, then one training
-step on the perturbed views. ``--attack-style original`` selects the original code's step (``pgd_original``)."""
+step on the perturbed views. ``--attack-style original`` selects the original code's
+step (``pgd_original``, registered as this regime's ``original`` style)."""
 from contextlib import contextmanager
 
 import torch
 
 from attacks import frozen_bn_stats, pgd_linf
-
-from ..cli import nonneg_int
-from .base import Adversarial
+from utils.core.cli import nonneg_int
+from utils.regimes.base import Adversarial
 
 
 class PGD(Adversarial):
@@ -22,12 +22,6 @@ class PGD(Adversarial):
         group.add_argument("--attack-style", choices=("original", "isolated"), default="isolated",
                            help="original: the original code's step (attack gradients reach the optimizer, "
                                 "BatchNorm statistics move); isolated: textbook PGD-AT")
-
-    @classmethod
-    def select(cls, cfg):
-        from .pgd_original import OriginalPGD
-
-        return OriginalPGD if cfg["attack_style"] == "original" else cls
 
     @classmethod
     def passes_per_batch(cls, cfg):

@@ -9,8 +9,7 @@ from contextlib import contextmanager, nullcontext
 import torch
 
 from attacks import frozen_bn_stats, pgd_linf
-
-from .pgd import PGD
+from utils.regimes.pgd import PGD
 
 
 class OriginalPGD(PGD):

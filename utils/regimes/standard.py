@@ -1,4 +1,4 @@
-from .base import Regime
+from utils.regimes.base import Regime
 
 
 class Standard(Regime):

@@ -12,12 +12,11 @@ import torch
 
 from attacks import eval_bn, frozen_bn_stats
 from losses import invariance, multiview_nt_xent, total_coding_rate
-
-from .cli import nonneg_float, positive_float
-from .errors import UsageError
-from .methods import METHODS
-from .regimes import REGIMES, Adversarial
-from .regimes.pgd_original import OriginalPGD
+from utils.core.cli import nonneg_float, positive_float
+from utils.core.errors import UsageError
+from utils.methods import METHODS
+from utils.regimes import REGIMES, Adversarial
+from utils.regimes.pgd_original import OriginalPGD
 
 TITLE = "ablations"
 DESCRIPTION = "diagnostic switches of the studies in RESULTS.md; each is neutral by default"
@@ -278,7 +277,7 @@ def _with(base: type, switches, cfg) -> type:
 
 def regime_class(cfg: dict) -> type:
     """The run's regime: the registered one (by --attack-style for PGD), with the active switches in front."""
-    base = REGIMES.lookup(cfg["regime"]).select(cfg)
+    base = REGIMES.lookup(cfg["regime"], cfg.get("attack_style", ""))
     if parts_changed(cfg):
         base = PartedPGD
     return _with(base, REGIME_SWITCHES, cfg)

@@ -1,7 +1,7 @@
 """The evaluation engine behind ``evaluate_simclr.py`` and ``evaluate_empssl.py``.
 
 Fit a classifier on the training images with one of the robust-SSL benchmark's protocols (``--protocol
-slf|alf|aff``, see ``utils.finetune``), then measure on the test images, in order: clean accuracy, accuracy
+slf|alf|aff``, see ``utils.evaluation.protocols``), then measure on the test images, in order: clean accuracy, accuracy
 under L-inf PGD-20 (step eps/4, random start, cross-entropy, end to end from the image) at each ``--eps``, and
 with ``--autoattack`` AutoAttack (standard) with the accuracy after each of its attacks. An image counts as
 robust only when it is classified correctly both clean and under attack. Each evaluation writes
@@ -22,11 +22,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from attacks import autoattack_cascade, pgd_linf, reference_autoattack
-from models import ARCHS
-
-from .blocks import encoder_for, run_augment
-from .checkpoint import checkpoint_file, clean_state_dict, load_checkpoint_and_digest, save_checkpoint
-from .cli import (
+from utils.core.checkpoint import checkpoint_file, save_checkpoint
+from utils.core.cli import (
     Parser,
     default_data_dir,
     eps_label,
@@ -38,16 +35,17 @@ from .cli import (
     radius,
     run_main,
 )
-from .config import resolve_saved
-from .data import DATASETS, load_dataset, stratified_subset
-from .errors import UsageError
-from .finetune import PROTOCOLS, Classifier, linear_head
-from .layout import FORMATS, choose_layout, layout_seconds
-from .methods import METHODS
-from .partial import Progress
-from .results import result_name
-from .run import folder_lock, machine, make_dir, plain, resolve_device, write_json
-from .version import code_version
+from utils.core.data import DATASETS, load_dataset, stratified_subset
+from utils.core.errors import UsageError
+from utils.core.files import folder_lock, machine, make_dir, plain, resolve_device, write_json
+from utils.core.version import code_version
+from utils.engine.blocks import run_augment
+from utils.engine.encoders import load_encoder
+from utils.engine.layout import FORMATS, choose_layout, layout_seconds
+from utils.evaluation.progress import Progress
+from utils.evaluation.protocols import PROTOCOLS, Classifier, linear_head
+from utils.evaluation.results import result_name
+from utils.methods import METHODS
 
 SWEEP = [k / 255 for k in (0, 1, 2, 4, 8, 16)]
 SCREEN = ("apgd-ce", "apgd-t")  # the components of standard AutoAttack that --screen runs
@@ -157,58 +155,6 @@ def dataset_of(args, cfg) -> str:
     return args.data or cfg.get("data", "cifar10")
 
 
-def _arch_from_state(state):
-    layer1_blocks = len({k.split(".")[2] for k in state if k.startswith("backbone.layer1.")})
-    return {2: "resnet18", 3: "resnet34"}.get(layer1_blocks, "resnet18")
-
-
-def _original_code_config(path, state, method):
-    """The config of a bare state dict (the original code's format), read off its shapes."""
-    keys = ("backbone.conv1.weight", "pre_feature.0.weight", "projection.3.weight")
-    if not all(k in state for k in keys):
-        raise UsageError(f"{path} does not hold an encoder state dict (expected keys like {', '.join(keys)})")
-    z_dim = state["projection.3.weight"].shape[0]
-    owners = [name for name, cls in METHODS.items() if cls.z_dim == z_dim]
-    if owners and method not in owners:
-        raise UsageError(f"{path} has a {z_dim}-d projection, a {owners[0]} encoder; "
-                         f"evaluate it with evaluate_{owners[0]}.py")
-    stem = "imagenet" if state["backbone.conv1.weight"].shape[-1] == 7 else "cifar"
-    size = 224 if stem == "imagenet" else 32  # the original code's ImageNet branch crops to 224, CIFAR's are 32
-    return {"method": method, "arch": _arch_from_state(state), "width": state["backbone.conv1.weight"].shape[0],
-            "hidden_dim": state["pre_feature.0.weight"].shape[0], "z_dim": z_dim, "preset": "crop", "stem": stem,
-            "image_size": size, "view_size": size,
-            "num_views": METHODS[method].views or METHODS[method].default_views}
-
-
-def load_encoder(path, method: str, weights: str = "model"):
-    """(encoder in eval mode with frozen parameters, metadata) from a project or original-code checkpoint, with its
-    weights or (``weights="ema"``) their moving average; the metadata's ``sha1`` is the digest of the bytes the
-    encoder was loaded from."""
-    ckpt, sha1 = load_checkpoint_and_digest(path)
-    if weights == "ema" and ckpt.get("ema") is None:
-        raise UsageError(f"{path} holds no moving average of its weights: train with --ema-decay, or evaluate "
-                         f"--weights model")
-    state = clean_state_dict(ckpt["ema"]["weights"] if weights == "ema" else ckpt["model"])
-    if "method" in ckpt and ckpt["method"] != method:
-        raise UsageError(f"{path} is a {ckpt['method']} checkpoint ({ckpt['config'].get('script', '?')}.py); "
-                         f"evaluate it with evaluate_{ckpt['method']}.py")
-    if "method" not in ckpt:
-        cfg = _original_code_config(path, state, method)
-        ckpt = {"method": method, "regime": "unknown", "config": cfg, "train_seconds": None, "epoch": None}
-    cfg = ckpt["config"] = resolve_saved(ckpt["config"])
-    if cfg["arch"] not in ARCHS:
-        raise UsageError(f"{path} uses architecture {cfg['arch']!r}, which this project does not build")
-    encoder = encoder_for(method, cfg["arch"], cfg["width"], cfg["hidden_dim"], cfg["stem"], cfg["z_dim"])
-    try:
-        encoder.load_state_dict(state)
-    except RuntimeError as e:
-        raise UsageError(f"{path} does not match a {method} {cfg['arch']} encoder: {str(e).splitlines()[0]}") from None
-    encoder.eval().requires_grad_(False)
-    meta = {k: ckpt.get(k) for k in ("method", "regime", "config", "train_seconds", "epoch", "train_machines",
-                                    "train_code")}
-    return encoder, {**meta, "sha1": sha1}
-
-
 def index_digest(index: torch.Tensor) -> str:
     """A short fingerprint of an index list, to tell in a result file which sample was used."""
     return hashlib.sha1(index.to(torch.int64).numpy().tobytes()).hexdigest()[:12]
@@ -300,7 +246,7 @@ def build_classifier(encoder, args, cfg, num_classes, device) -> Classifier:
 
 
 def classifier_layout(model: Classifier, args, cfg, device) -> str:
-    """--channels-last as 'on' or 'off' for this evaluation (``utils.layout``); the CPU's probe times an attack's
+    """--channels-last as 'on' or 'off' for this evaluation (``utils.engine.layout``); the CPU's probe times an attack's
     pass, to the images, through the classifier itself."""
     size = image_size_of(args, cfg)
 

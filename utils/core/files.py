@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import UsageError
+from utils.core.errors import UsageError
 
 
 def resolve_device(name: str) -> torch.device:

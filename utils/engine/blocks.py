@@ -2,9 +2,8 @@
 name is resolved here into the embedding size and the augmentation settings they take."""
 from augment import MultiViewAugment, ReferenceAugment
 from models import Encoder, build_encoder, default_stem
-
-from .errors import UsageError
-from .methods import METHODS
+from utils.core.errors import UsageError
+from utils.methods import METHODS
 
 MIN_VIEW_SIZE = 8
 

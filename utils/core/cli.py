@@ -4,7 +4,7 @@ import os
 import sys
 from fractions import Fraction
 
-from .errors import UsageError
+from utils.core.errors import UsageError
 
 
 def fraction(text: str) -> float:

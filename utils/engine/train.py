@@ -4,28 +4,29 @@ registered regime (``utils.regimes``), one loop.
 The dataset lives on the training device as uint8; each step indexes a per-epoch permutation, cuts the views
 on the device (``augment.MultiViewAugment``) and hands them to the regime, which takes one optimizer step (or
 several) through ``Trainer.loss`` and ``Trainer.update``. The run's folder, configuration and checkpoints are
-``utils.rundir.RunDir``'s; run safety (signals, periodic saves, the clock, the non-finite check) is
-``utils.guard.RunGuard``'s.
+``utils.engine.rundir.RunDir``'s; run safety (signals, periodic saves, the clock, the non-finite check) is
+``utils.engine.guard.RunGuard``'s.
 """
 import time
 from contextlib import nullcontext
 
 import torch
 
-from . import distributed as dist
-from .ablation import method_class, regime_class
-from .blocks import resolve_sizes, run_augment, run_encoder
-from .checkpoint import clean_state_dict
-from .cli import run_main
-from .config import parse_config
-from .data import training_images
-from .ema import WeightAverage
-from .guard import RunGuard
-from .knn import monitor_for
-from .layout import choose_layout, layout_seconds
-from .optim import LARS, cosine_lr
-from .run import resolve_device
-from .rundir import RunDir
+from utils.core import distributed as dist
+from utils.core.checkpoint import clean_state_dict
+from utils.core.cli import run_main
+from utils.core.data import training_images
+from utils.core.files import resolve_device
+from utils.engine.blocks import resolve_sizes, run_augment, run_encoder
+from utils.engine.config import parse_config
+from utils.engine.ema import WeightAverage
+from utils.engine.guard import RunGuard
+from utils.engine.knn import monitor_for
+from utils.engine.layout import choose_layout, layout_seconds
+from utils.engine.optim import LARS, cosine_lr
+from utils.engine.rundir import RunDir
+from utils.engine.teacher import load_teacher
+from utils.studies.ablation import method_class, regime_class
 
 # Where a run is: saved in every checkpoint, restored on resume.
 PROGRESS = ("epoch", "batch_in_epoch", "step", "train_seconds")
@@ -62,7 +63,7 @@ class Trainer:
         self.clean_rows = cfg["clean_views"] * self.local_batch
         rows = cfg["num_views"] * self.local_batch - self.clean_rows
         self.perturbed_shape = (rows, 3, self.augment.size, self.augment.size)
-        self.regime = regime_class(cfg)(cfg, self)
+        self.regime = build_regime(cfg, self)
         self.total_steps = cfg["epochs"] * self.steps_per_epoch * type(self.regime).steps_per_batch(cfg)
 
     def _restore(self, state):
@@ -182,6 +183,14 @@ class Trainer:
         self.run_dir.stop(reason, self.epoch, self.batch_in_epoch, self.steps_per_epoch)
 
 
+def build_regime(cfg: dict, learner):
+    """The run's regime (the ablation switches in front); a regime that learns from a teacher finds it loaded
+    as ``learner.teacher``."""
+    regime = regime_class(cfg)
+    learner.teacher = load_teacher(cfg, learner) if regime.needs_teacher else None
+    return regime(cfg, learner)
+
+
 def view_strength(cfg: dict, step: int, total_steps: int) -> float:
     """The views' augmentation strength at optimizer step ``step`` (``augment.at_strength``): 1 at the run's first
     step to --view-strength-end after its last, linearly (DynACL's annealing, per step rather than per epoch)."""
@@ -190,7 +199,7 @@ def view_strength(cfg: dict, step: int, total_steps: int) -> float:
 
 def resolve_channels_last(cfg: dict, device) -> str:
     """--channels-last auto as 'on' or 'off', once, when a run starts (a resumed run keeps it): see
-    ``utils.layout``; the CPU's probe times a fresh encoder of the run's sizes, and rank 0's choice holds for
+    ``utils.engine.layout``; the CPU's probe times a fresh encoder of the run's sizes, and rank 0's choice holds for
     every rank."""
     def probe():
         seconds = None

@@ -6,7 +6,7 @@ import time
 
 import torch
 
-from .errors import UsageError
+from utils.core.errors import UsageError
 
 FORMATS = {"off": torch.contiguous_format, "on": torch.channels_last}
 

@@ -13,8 +13,8 @@ import time
 import torch
 from tqdm import tqdm
 
-from . import distributed as dist
-from .errors import UsageError
+from utils.core import distributed as dist
+from utils.core.errors import UsageError
 
 
 class NonFiniteLoss(UsageError):

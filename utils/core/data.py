@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import UsageError
+from utils.core import distributed as dist
+from utils.core.errors import UsageError
 
 DATASETS = ("cifar10", "cifar100", "stl10", "imagefolder")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp", ".tif", ".tiff"}
@@ -269,8 +270,6 @@ def training_images(cfg: dict, images=None, labels=None):
     """(uint8 images, labels or None) a training run trains on: ``images`` when given, else ``--data``'s
     training split (read by rank 0 first, which may download it; STL-10's with its unlabeled images unless
     ``--no-unlabeled``), cut to ``--subset`` (a stratified sample in which the unlabeled images are one group)."""
-    from . import distributed as dist
-
     if images is None:
         read = dict(train=True, image_size=cfg.get("image_size"), unlabeled=cfg.get("unlabeled", True))
         if dist.rank() == 0:

@@ -8,8 +8,8 @@ import torch
 import torch.distributed as tdist
 from torch import nn
 
-from .cli import note_batch_size
-from .errors import UsageError
+from utils.core.cli import note_batch_size
+from utils.core.errors import UsageError
 
 
 def is_distributed() -> bool:

@@ -9,9 +9,7 @@ import sys
 
 from augment import PRESETS
 from models import ARCHS, STEMS
-
-from . import ablation
-from .cli import (
+from utils.core.cli import (
     BoolFlag,
     Parser,
     decay_rate,
@@ -22,10 +20,11 @@ from .cli import (
     positive_int,
     unit_interval,
 )
-from .data import DATASETS
-from .errors import UsageError
-from .methods import METHODS
-from .regimes import REGIMES
+from utils.core.data import DATASETS
+from utils.core.errors import UsageError
+from utils.methods import METHODS
+from utils.regimes import REGIMES
+from utils.studies import ablation
 
 # (method, regime) -> (entry script, its defaults): the paper's rows, one script each.
 SCRIPTS = {

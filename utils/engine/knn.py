@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import load_dataset, stratified_subset
-from .errors import UsageError
+from utils.core.data import load_dataset, stratified_subset
+from utils.core.errors import UsageError
 
 
 def knn_predict(train_feats: torch.Tensor, train_labels: torch.Tensor, test_feats: torch.Tensor, num_classes: int,

@@ -2,7 +2,7 @@
 to its steps, saved in every checkpoint, evaluated with ``evaluate_*.py --weights ema``."""
 import torch
 
-from .checkpoint import clean_state_dict
+from utils.core.checkpoint import clean_state_dict
 
 
 class WeightAverage:

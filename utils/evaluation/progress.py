@@ -3,8 +3,8 @@ same command run again (same settings, same checkpoint bytes), removed once the 
 import json
 from pathlib import Path
 
-from .checkpoint import load_checkpoint
-from .run import plain, write_json
+from utils.core.checkpoint import load_checkpoint
+from utils.core.files import plain, write_json
 
 
 class Progress:

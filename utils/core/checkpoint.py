@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import UsageError
+from utils.core.errors import UsageError
 
 FORMAT = "cfamc-ssl/1"
 

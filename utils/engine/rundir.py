@@ -8,14 +8,14 @@ from pathlib import Path
 
 import torch
 
-from . import distributed as dist
-from .checkpoint import load_checkpoint, save_checkpoint
-from .cli import eps_label
-from .config import RADII, RUN_LEVEL, THIS_CALL, TIME_LIMIT_EXIT, resolve_saved
-from .errors import UsageError
-from .guard import TIME_LIMIT
-from .run import append_jsonl, machine, make_dir, new_run_dir, read_jsonl, write_json, write_jsonl
-from .version import code_version
+from utils.core import distributed as dist
+from utils.core.checkpoint import load_checkpoint, save_checkpoint
+from utils.core.cli import eps_label
+from utils.core.errors import UsageError
+from utils.core.files import append_jsonl, machine, make_dir, new_run_dir, read_jsonl, write_json, write_jsonl
+from utils.core.version import code_version
+from utils.engine.config import RADII, RUN_LEVEL, THIS_CALL, TIME_LIMIT_EXIT, resolve_saved
+from utils.engine.guard import TIME_LIMIT
 
 
 def resume_source(cfg):
@@ -190,7 +190,8 @@ class RunDir:
         return earlier + ([here] if here not in earlier else [])
 
     def code(self) -> list:
-        """The code versions the run has trained with, this one last (``utils.version``), kept as the machines are."""
+        """The code versions the run has trained with, this one last (``utils.core.version``), kept as the machines
+        are."""
         earlier = (self.state or {}).get("train_code", [])
         here = code_version()
         return earlier + ([here] if here not in earlier else [])
