@@ -363,7 +363,8 @@ def view_flops(width=64, hidden_dim=4096) -> float:
 
 
 def print_plan(scale, budget, peak_tflops=989.0, mfu=0.4):
-    print(f"budget {budget:.0f} s; stages in order (box: most seconds; kept: seconds held back for it while "
+    given = "not given (--budget SECONDS sets it)" if budget is None else f"{budget:.0f} s"
+    print(f"budget {given}; stages in order (box: most seconds; kept: seconds held back for it while "
           f"earlier stages run):")
     for name, (most, kept) in scale.boxes.items():
         print(f"  {name:16s} box {'the time left' if most is None else f'{most} s':>14s}   kept {kept:>3d} s   "
@@ -398,7 +399,7 @@ def parse_args(argv):
     args = p.parse_args(argv)
     if not args.dry_run and not args.out:
         p.error("--out is required (a folder for the session)")
-    if not args.smoke and args.budget is None:
+    if not args.smoke and not args.dry_run and args.budget is None:
         p.error("--budget SECONDS is required: the lent machine's limit less its start (BENCHMARKS.md)")
     if not args.dry_run and not args.data_dir and not (args.data_archive and Path(args.data_archive).is_file()):
         p.error(f"no data: {args.data_archive or 'no archive given'}; "

@@ -44,6 +44,22 @@ def test_the_textbook_pgd_step_and_its_attack_fit_in_25_lines_without_a_branch()
     assert not any(isinstance(n, (ast.If, ast.IfExp)) for m in ("step", "craft") for n in ast.walk(methods[m]))
 
 
+def branches(node) -> list:
+    return [n for n in ast.walk(node) if isinstance(n, (ast.If, ast.IfExp))]
+
+
+def test_each_pgd_kernel_and_the_original_step_hold_no_branch_for_another_step():
+    kernels = {n.name: n for n in ast.parse((ROOT / "attacks" / "pgd.py").read_text()).body
+               if isinstance(n, ast.FunctionDef)}
+    assert not branches(kernels["pgd_linf"]) and not branches(kernels["pgd_linf_accumulating"])
+    tree = ast.parse((ROOT / "utils" / "regimes" / "pgd_original.py").read_text())
+    original = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "OriginalPGD")
+    assert not branches(original)
+    parts = {"accumulate", "move_stats", "own_target"}  # the ablation's switches, PartedPGD's alone
+    assert not {n.attr for n in ast.walk(original) if isinstance(n, ast.Attribute)} & parts
+    assert not class_attributes(ROOT / "utils" / "regimes" / "pgd_original.py") & parts
+
+
 def test_the_trainer_is_the_loop_and_the_step_with_two_handles_to_the_encoder():
     tree = ast.parse((ROOT / "utils" / "engine" / "train.py").read_text())
     trainer = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Trainer")

@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from attacks import eval_bn, pgd_linf
+from attacks import eval_bn, pgd_linf, pgd_linf_accumulating
 from experiments.labels import PART_WORDS, regime_words
 from losses import empssl_loss, nt_xent
 from utils.core.errors import UsageError
@@ -207,7 +207,7 @@ def test_accumulating_pgd_adds_every_steps_parameter_gradient():
         iterates.append(x_adv.detach().clone())
         return (w * x_adv).sum()
 
-    out = pgd_linf(loss_fn, x, EPS, ALPHA, 3, random_start=False, accumulate=True)
+    out = pgd_linf_accumulating(loss_fn, x, EPS, ALPHA, 3, random_start=False)
     torch.testing.assert_close(w.grad, sum(iterates))
     torch.testing.assert_close(iterates[1], (x + ALPHA * w.sign()).clamp(0, 1))
     w.grad = None

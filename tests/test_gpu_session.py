@@ -115,6 +115,12 @@ def test_dry_run_prints_the_stages_their_boxes_and_the_gpu_estimate(capsys):
     assert "24.0 M passes" in out and "at the bf16 peak" in out
 
 
+def test_the_dry_run_as_documented_needs_no_budget_and_says_it_has_none(capsys):
+    gpu_session.main(["--dry-run"])
+    out = capsys.readouterr().out
+    assert out.startswith("budget not given (--budget SECONDS sets it)") and all(name in out for name in STAGES)
+
+
 def test_without_data_it_says_what_to_pass(tmp_path):
     proc = run_script("-m", "benchmarks.gpu_session", "--out", tmp_path, "--budget", "60", "--data-archive",
                       tmp_path / "none.tar.gz",

@@ -3,36 +3,32 @@ default of ``main_empssl_adv.py`` and ``main_simclr_adv.py``). It differs from t
 every attack step calls ``backward()``, so the optimizer applies the sum of the attack steps' parameter
 gradients (the first at the clean views) and the training step's; the attack's forward passes move BatchNorm
 running statistics; and it maximises the method's ``original_attack_views`` (SimCLR: view 2 against its own
-perturbed copy)."""
-from contextlib import contextmanager, nullcontext
+perturbed copy). The ablation layer's ``PartedPGD`` switches each part on its own."""
+from contextlib import contextmanager
 
 import torch
 
-from attacks import frozen_bn_stats, pgd_linf
+from attacks import pgd_linf_accumulating
 from utils.regimes.pgd import PGD
 
 
 class OriginalPGD(PGD):
-    accumulate = move_stats = own_target = True  # the three parts; the ablation layer may switch each off
-
     @contextmanager
     def attack_mode(self):
-        with nullcontext() if self.move_stats else frozen_bn_stats(self.learner.model):
-            yield
+        """The encoder as the original code's attack saw it: in train mode, its BatchNorm statistics moving."""
+        yield
 
     def craft(self, clean, target):
         learner, cfg = self.learner, self.cfg
-        # accumulated gradients must pass the wrapped (DDP) model to be reduced; discarded ones must not
-        net = learner.net if self.accumulate else learner.model
-        attacked = learner.method.original_attack_views if self.own_target else lambda c, t, x: torch.cat([c, x])
+        attacked = learner.method.original_attack_views
+        # the accumulated gradients pass the wrapped (DDP) model to be reduced
         with self.attack_mode():
-            return pgd_linf(lambda x: learner.attack_loss(attacked(clean, target, x), net), target, cfg["eps"],
-                            cfg["alpha"], cfg["pgd_steps"], cfg["random_start"], accumulate=self.accumulate)
+            return pgd_linf_accumulating(lambda x: learner.attack_loss(attacked(clean, target, x), learner.net),
+                                         target, cfg["eps"], cfg["alpha"], cfg["pgd_steps"], cfg["random_start"])
 
     def step(self, views):
-        if self.accumulate:  # the optimizer applies the attack steps' gradients with the training step's
-            self.learner.zero_grad()
+        self.learner.zero_grad()  # the optimizer applies the attack steps' gradients with the training step's
         clean, target = self.split(views)
         loss, terms = self.learner.loss(torch.cat([clean, self.craft(clean, target)]))
-        self.learner.update(loss, zero_grad=not self.accumulate)
+        self.learner.update(loss, zero_grad=False)
         return loss, terms

@@ -5,12 +5,12 @@ trains a subclass of its method or regime with that switch's mixin in front (``m
 ``regime_class``). With every switch neutral, a run trains the registered classes themselves.
 """
 import argparse
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 import torch
 
-from attacks import eval_bn, frozen_bn_stats
+from attacks import eval_bn, frozen_bn_stats, pgd_linf, pgd_linf_accumulating
 from losses import invariance, multiview_nt_xent, total_coding_rate
 from utils.core.cli import nonneg_float, positive_float
 from utils.core.errors import UsageError
@@ -204,12 +204,36 @@ class EvalBNAttack:
 
 
 class PartedPGD(OriginalPGD):
-    """The PGD step with each part of the original code's step chosen by its own flag."""
+    """The PGD step with each part of the original code's step chosen by its own flag: attack gradients summed or
+    discarded, BatchNorm statistics moving or frozen, the original target or the textbook one."""
 
     def __init__(self, cfg, learner):
         super().__init__(cfg, learner)
         self.accumulate, self.move_stats, self.own_target = (cfg[key] == values[1]
                                                              for key, values in STYLE_PARTS.items())
+
+    @contextmanager
+    def attack_mode(self):
+        with nullcontext() if self.move_stats else frozen_bn_stats(self.learner.model):
+            yield
+
+    def craft(self, clean, target):
+        learner, cfg = self.learner, self.cfg
+        # accumulated gradients must pass the wrapped (DDP) model to be reduced; discarded ones must not
+        net = learner.net if self.accumulate else learner.model
+        ascent = pgd_linf_accumulating if self.accumulate else pgd_linf
+        attacked = learner.method.original_attack_views if self.own_target else lambda c, t, x: torch.cat([c, x])
+        with self.attack_mode():
+            return ascent(lambda x: learner.attack_loss(attacked(clean, target, x), net), target, cfg["eps"],
+                          cfg["alpha"], cfg["pgd_steps"], cfg["random_start"])
+
+    def step(self, views):
+        if self.accumulate:
+            self.learner.zero_grad()
+        clean, target = self.split(views)
+        loss, terms = self.learner.loss(torch.cat([clean, self.craft(clean, target)]))
+        self.learner.update(loss, zero_grad=not self.accumulate)
+        return loss, terms
 
 
 # ----- the methods' mixins --------------------------------------------------------------------------------------
