@@ -18,6 +18,7 @@ import torch
 
 from benchmarks.common import print_table, scratch, timeit
 from experiments.scales import SCALES
+from utils.core.cli import to_argv
 from utils.core.files import machine
 from utils.engine.blocks import encoder_for
 from utils.engine.config import parse_config
@@ -30,10 +31,9 @@ SETTINGS = {"float32, contiguous": ("fp32", "off"), "float32, channels-last": ("
 
 
 def scale_sizes(scale: str, width=None) -> dict:
-    """{'--width': .., '--hidden-dim': ..} of the scale (``width`` instead of its width, when given)."""
-    flags = SCALES[scale].train
-    sizes = {flag: value for flag, value in zip(flags[::2], flags[1::2]) if flag in ("--width", "--hidden-dim")}
-    return {**sizes, **({"--width": str(width)} if width else {})}
+    """{'width': .., 'hidden_dim': ..} of the scale (``width`` instead of its width, when given)."""
+    sizes = {key: SCALES[scale].train[key] for key in ("width", "hidden_dim")}
+    return {**sizes, **({"width": width} if width else {})}
 
 
 def trainer_for(scale: str, precision: str, channels_last: str, out_dir: str, images, width=None) -> Trainer:
@@ -41,8 +41,7 @@ def trainer_for(scale: str, precision: str, channels_last: str, out_dir: str, im
     sizes = scale_sizes(scale, width)
     argv = ["--device", "cpu", "--precision", precision, "--channels-last", channels_last,
             "--batch-size", str(len(images)), "--num-views", "16", "--replays", "1", "--knn-every", "0",
-            "--out-dir", out_dir,
-            *[arg for item in sizes.items() for arg in item]]
+            "--out-dir", out_dir, *to_argv(sizes)]
     cfg, given, _ = parse_config("empssl", "free", {"epochs": 1}, argv)
     return Trainer(cfg, given, images=images)
 
@@ -65,7 +64,7 @@ def measure(scale: str, repeats: int, out_dir: str, width=None, batch_size=100) 
 def attack_seconds(scale: str, repeats: int, width=None, images=250) -> dict:
     """Seconds of one attack pass on ``images`` random test images, in each float32 layout."""
     sizes = scale_sizes(scale, width)
-    encoder = encoder_for("empssl", width=int(sizes["--width"]), hidden_dim=int(sizes["--hidden-dim"]))
+    encoder = encoder_for("empssl", width=sizes["width"], hidden_dim=sizes["hidden_dim"])
     model = Classifier(encoder.eval().requires_grad_(False), linear_head(encoder.feature_dim("pre"), 10), "pre").eval()
     x = torch.rand(images, 3, 32, 32, requires_grad=True)
     times = {}

@@ -18,6 +18,7 @@ import torch
 
 from benchmarks.common import print_table, scratch, sync
 from experiments.scales import SCALES
+from utils.core.cli import to_argv
 from utils.core.files import machine
 from utils.engine.config import entry_scripts, parse_config
 from utils.engine.train import Trainer
@@ -35,7 +36,7 @@ def build(config, args):
     scale = SCALES["small"]
     epochs = max(1, round(defaults.get("epochs", 1) * scale.epoch_factor))
     argv = ["--device", args.device, "--epochs", str(epochs), "--out-dir", f"{args.out_dir}/{len(args.built)}",
-            "--checkpoint-minutes", "0", "--knn-every", "0", *scale.train, *flags]
+            "--checkpoint-minutes", "0", "--knn-every", "0", *to_argv(scale.train), *flags]
     cfg, given, _ = parse_config(method, regime, None, argv)
     images = torch.randint(0, 256, (cfg["subset"], 3, 32, 32), dtype=torch.uint8)
     trainer = Trainer(cfg, given, images=images, labels=torch.arange(cfg["subset"]) % 10)

@@ -31,10 +31,11 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from experiments.paper import PAPER
-from experiments.runner import BoxedPlan, PastBox, Skip, last_line, run_command
+from experiments.runner import BoxedPlan, PastBox, Skip, evaluation_status, file_sha1, last_line, run_command
+from experiments.scales import Scale, scaled_train_flags
 from experiments.tables import markdown_table
 from utils.core.checkpoint import load_checkpoint
-from utils.core.cli import positive_float, run_main
+from utils.core.cli import positive_float, run_main, to_argv
 from utils.core.data import DATASETS, load_dataset
 from utils.core.files import machine, read_jsonl, write_text_atomic
 from utils.engine.blocks import encoder_for
@@ -45,10 +46,9 @@ TRAIN_EXITS = {0: True, 75: False}  # the trainer's exit status -> finished (75:
 
 
 @dataclass(frozen=True)
-class Scale:
-    train: tuple  # extra flags of the training run
-    evaluate: tuple  # extra flags of every evaluation
-    probe: tuple  # flags of bench_train
+class SessionPlan:
+    scale: Scale  # the training run's and every evaluation's settings (experiments.scales)
+    probe: dict  # settings of bench_train
     autoattack: int  # images of the first AutoAttack sample
     more: tuple  # larger AutoAttack samples, the largest that fits the time left
     boxes: dict  # stage -> (most seconds, seconds kept for it while earlier stages run)
@@ -56,30 +56,33 @@ class Scale:
     compile_if_faster: bool  # probe with compile too, and train with it when the probe measured it faster
 
 
-FULL = Scale((), ("--batch-size", "1000"), ("--steps", "10", "--warmup", "3"), 1000, (10_000, 5000, 2000),
-             {"machine": (15, 0), "data": (60, 0), "cuda_tests": (60, 0), "probe": (60, 0), "train": (None, 60),
-              "slf_pre": (120, 60), "slf_backbone": (90, 50), "autoattack": (180, 80), "autoattack_more": (None, 0)},
-             None, True)
-SMOKE = Scale(("--width", "4", "--hidden-dim", "16", "--subset", "64", "--batch-size", "16", "--num-views", "2",
-               "--replays", "2", "--epochs", "2", "--knn-train", "64", "--knn-test", "20", "--device", "cpu"),
-              ("--subset-train", "64", "--subset-test", "20", "--finetune-epochs", "1", "--pgd-steps", "1",
-               "--device", "cpu"),
-              ("--device", "cpu", "--width", "4", "--hidden-dim", "16", "--batch-size", "4", "--num-views", "2",
-               "--steps", "1", "--warmup", "1"), 20, (),
-              # Three times what the stages take on an idle 2-core CPU: a test on a loaded machine must not hit them.
-              {"machine": (45, 0), "data": (90, 0), "cuda_tests": (90, 0), "probe": (120, 0), "train": (180, 60),
-               "slf_pre": (90, 45), "slf_backbone": (90, 45), "autoattack": (135, 60), "autoattack_more": (None, 0)},
-              # A toy on the CPU: the probe's shapes differ from training's, so compiling would start over (and
-              # test_train checks the compiled path).
-              510, False)
+FULL = SessionPlan(Scale(1.0, {}, {"batch_size": 1000}, "the paper's settings, evaluated 1,000 images a batch"),
+                   {"steps": 10, "warmup": 3}, 1000, (10_000, 5000, 2000),
+                   {"machine": (15, 0), "data": (60, 0), "cuda_tests": (60, 0), "probe": (60, 0), "train": (None, 60),
+                    "slf_pre": (120, 60), "slf_backbone": (90, 50), "autoattack": (180, 80),
+                    "autoattack_more": (None, 0)},
+                   None, True)
+SMOKE = SessionPlan(Scale(1.0, dict(width=4, hidden_dim=16, subset=64, batch_size=16, num_views=2, replays=2,
+                                    knn_train=64, knn_test=20, device="cpu"),
+                          dict(subset_train=64, subset_test=20, finetune_epochs=1, pgd_steps=1, device="cpu"),
+                          "a toy on the CPU: every stage runs", epochs=2),
+                    dict(device="cpu", width=4, hidden_dim=16, batch_size=4, num_views=2, steps=1, warmup=1), 20, (),
+                    # Three times what the stages take on an idle 2-core CPU: a test on a loaded machine must not
+                    # hit them.
+                    {"machine": (45, 0), "data": (90, 0), "cuda_tests": (90, 0), "probe": (120, 0),
+                     "train": (180, 60), "slf_pre": (90, 45), "slf_backbone": (90, 45), "autoattack": (135, 60),
+                     "autoattack_more": (None, 0)},
+                    # A toy on the CPU: the probe's shapes differ from training's, so compiling would start over
+                    # (and test_train checks the compiled path).
+                    510, False)
 
 
 class Session(BoxedPlan):
     """The stages of one call on the runner's ``BoxedPlan``; after each, session.md and the export too."""
 
-    def __init__(self, args, scale):
-        self.args, self.scale = args, scale
-        super().__init__(args.out, args.budget or scale.budget, scale.boxes, "smoke" if args.smoke else "full",
+    def __init__(self, args, plan):
+        self.args, self.plan = args, plan
+        super().__init__(args.out, args.budget or plan.budget, plan.boxes, "smoke" if args.smoke else "full",
                          args.argv)
 
     def run_all(self):
@@ -158,12 +161,12 @@ def stage_probe(session, box) -> dict:
     if earlier:
         return earlier
     result, deadline = {}, time.monotonic() + box
-    modes = (("off", 0.4), ("on", 1.0)) if session.scale.compile_if_faster else (("off", 1.0),)
+    modes = (("off", 0.4), ("on", 1.0)) if session.plan.compile_if_faster else (("off", 1.0),)
     for mode, share in modes:
         path = session.out / "logs" / f"probe-{mode}.json"
         try:
             code = run_command(["-m", "benchmarks.bench_train", "--scripts", SCRIPT, "--compile", mode, "--json", path,
-                                "--out-dir", session.out / f"probe-run-{mode}", *session.scale.probe],
+                                "--out-dir", session.out / f"probe-run-{mode}", *to_argv(session.plan.probe)],
                                session.log(f"probe-{mode}"), share * (deadline - time.monotonic()))
             result[mode] = (json.loads(path.read_text())[0] if code == 0
                             else f"failed: {last_line(session.log(f'probe-{mode}'))}")
@@ -184,12 +187,13 @@ def stage_train(session, box) -> dict:
     done = training_state(run_dir)
     if done and done["finished"]:
         return session.earlier("train", done["key"]) or {**done, "reused_from_call": "?"}
-    compile_model = session.scale.compile_if_faster and session.results.get("probe", {}).get("compile", False)
+    compile_model = session.plan.compile_if_faster and session.results.get("probe", {}).get("compile", False)
     grace = min(20.0, max(1.0, box / 10))
     # After the limit the trainer runs on to its next read-back point and saves: keep time for that.
     limit = max(box - grace - min(15.0, box / 4), 1.0)
     argv = [f"{SCRIPT}.py", "--data", data["data"], "--data-dir", data["data_dir"], "--out-dir", run_dir,
-            "--resume", "auto", "--knn-every", "1", "--time-limit", f"{limit:.0f}", *session.scale.train]
+            "--resume", "auto", "--knn-every", "1", "--time-limit", f"{limit:.0f}",
+            *scaled_train_flags(METHOD, REGIME, session.plan.scale)]
     code = run_command(argv + (["--compile"] if compile_model else []), session.log("train"), box)
     if code not in TRAIN_EXITS:
         raise RuntimeError(f"training exited with status {code}: {last_line(session.log('train'))}")
@@ -207,12 +211,13 @@ def training_state(run_dir) -> dict:
     return {"epoch": ckpt["epoch"], "epochs": epochs, "batch_in_epoch": ckpt["batch_in_epoch"], "step": ckpt["step"],
             "finished": ckpt["epoch"] == epochs, "train_seconds": round(ckpt["train_seconds"], 1),
             "knn": [r.get("knn") for r in rows], "images_per_s": [r.get("images_per_s") for r in rows],
-            "checkpoint": str(run_dir / "last.pt"), "key": f"epoch{ckpt['epoch']}-batch{ckpt['batch_in_epoch']}"}
+            "checkpoint": str(run_dir / "last.pt"), "key": file_sha1(run_dir / "last.pt")[:12]}
 
 
-def evaluation(session, name, box, flags) -> dict:
-    """``evaluate_empssl.py`` on the run's checkpoint with ``flags``, into a folder of its own per checkpoint
-    state (a later state never replaces an earlier one's files); reused when that folder already holds it."""
+def evaluation(session, name, box, settings) -> dict:
+    """``evaluate_empssl.py`` on the run's checkpoint with the stage's ``settings``, into a folder of its own per
+    checkpoint (by the sha1 of its bytes, the runner's identity: a later checkpoint never replaces an earlier one's
+    files); reused when that folder holds a result of those bytes."""
     train, data = session.results.get("train") or training_state(session.out / "train"), session.results.get("data")
     if train is None or data is None:
         raise Skip("no checkpoint to evaluate" if train is None else "no data")
@@ -220,12 +225,15 @@ def evaluation(session, name, box, flags) -> dict:
     if earlier and Path(earlier["json"]).is_file():
         return earlier
     folder = session.out / "eval" / train["key"] / name
-    features = flags[flags.index("--features") + 1]
+    features = settings["features"]
     path = folder / result_name(features=features)
-    if not path.is_file():  # else a call stopped between the evaluation's end and its record
+    status = evaluation_status(Path(train["checkpoint"]), folder, path.name)
+    if status not in ("todo", "done"):
+        raise RuntimeError(status)
+    if status == "todo":  # else a call stopped between the evaluation's end and its record
         argv = [f"evaluate_{METHOD}.py", "--checkpoint", train["checkpoint"], "--data", data["data"], "--data-dir",
-                data["data_dir"], "--protocol", "slf", "--no-train-augment", "--out", folder, *session.scale.evaluate,
-                *flags]
+                data["data_dir"], "--protocol", "slf", "--no-train-augment", "--out", folder,
+                *to_argv({**session.plan.scale.evaluate, **settings})]
         code = run_command(argv, session.log(name), box)
         if code != 0:
             raise RuntimeError(f"evaluation exited with status {code}: {last_line(session.log(name))}")
@@ -239,23 +247,23 @@ def evaluation(session, name, box, flags) -> dict:
 
 def stage_slf_pre(session, box):
     """SLF on the cached `pre` features (the paper's), then clean and PGD-20 at 4/255 and 8/255 on the test set."""
-    return evaluation(session, "slf_pre", box, ["--features", "pre", "--eps", "4/255", "8/255"])
+    return evaluation(session, "slf_pre", box, {"features": "pre", "eps": ("4/255", "8/255")})
 
 
 def stage_slf_backbone(session, box):
     """The same on the 512-d `backbone` features (the RobustSSL leaderboard's)."""
-    return evaluation(session, "slf_backbone", box, ["--features", "backbone", "--eps", "4/255", "8/255"])
+    return evaluation(session, "slf_backbone", box, {"features": "backbone", "eps": ("4/255", "8/255")})
 
 
 def stage_autoattack(session, box):
     """AutoAttack standard at 8/255 on a stratified sample of the test set (1,000 images)."""
-    n = session.scale.autoattack
-    return evaluation(session, "autoattack", box, autoattack_flags(n))
+    n = session.plan.autoattack
+    return evaluation(session, "autoattack", box, autoattack_settings(n))
 
 
-def autoattack_flags(n) -> list:
+def autoattack_settings(n) -> dict:
     # The stratified test subset is AutoAttack's sample: PGD is measured on the same images.
-    return ["--features", "pre", "--eps", "8/255", "--autoattack", "--subset-test", str(n)]
+    return {"features": "pre", "eps": "8/255", "autoattack": True, "subset_test": n}
 
 
 def stage_autoattack_more(session, box):
@@ -265,13 +273,13 @@ def stage_autoattack_more(session, box):
         raise Skip("the first AutoAttack sample did not finish")
     per_image = first["stage_seconds"]["autoattack"] / first["autoattack_samples"]
     fixed = first["seconds"] - first["stage_seconds"]["autoattack"]
-    if not session.scale.more:
+    if not session.plan.more:
         raise Skip("this scale takes no larger sample")
-    fits = [n for n in session.scale.more if n > first["autoattack_samples"] and fixed + 1.3 * per_image * n < box]
+    fits = [n for n in session.plan.more if n > first["autoattack_samples"] and fixed + 1.3 * per_image * n < box]
     if not fits:
-        raise Skip(f"{box:.0f} s left; AutoAttack on {min(session.scale.more)} images would need about "
-                   f"{fixed + 1.3 * per_image * min(session.scale.more):.0f} s")
-    return evaluation(session, "autoattack_more", box, autoattack_flags(max(fits)))
+        raise Skip(f"{box:.0f} s left; AutoAttack on {min(session.plan.more)} images would need about "
+                   f"{fixed + 1.3 * per_image * min(session.plan.more):.0f} s")
+    return evaluation(session, "autoattack_more", box, autoattack_settings(max(fits)))
 
 
 STAGES = {"machine": stage_machine, "data": stage_data, "cuda_tests": stage_cuda_tests, "probe": stage_probe,
@@ -362,11 +370,11 @@ def view_flops(width=64, hidden_dim=4096) -> float:
     return counter.get_total_flops() / 2
 
 
-def print_plan(scale, budget, peak_tflops=989.0, mfu=0.4):
+def print_plan(plan, budget, peak_tflops=989.0, mfu=0.4):
     given = "not given (--budget SECONDS sets it)" if budget is None else f"{budget:.0f} s"
     print(f"budget {given}; stages in order (box: most seconds; kept: seconds held back for it while "
           f"earlier stages run):")
-    for name, (most, kept) in scale.boxes.items():
+    for name, (most, kept) in plan.boxes.items():
         print(f"  {name:16s} box {'the time left' if most is None else f'{most} s':>14s}   kept {kept:>3d} s   "
               f"{STAGES[name].__doc__.strip().splitlines()[0]}")
     flops = view_flops()
@@ -410,10 +418,10 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(argv)
-    scale = SMOKE if args.smoke else FULL
+    plan = SMOKE if args.smoke else FULL
     if args.dry_run:
-        return print_plan(scale, args.budget or scale.budget)
-    session = Session(args, scale)
+        return print_plan(plan, args.budget or plan.budget)
+    session = Session(args, plan)
     failed = session.run_all()
     print(f"wrote {session.out / 'session.md'}" + (f" and copies in {args.export}" if args.export else ""))
     return failed

@@ -94,6 +94,7 @@ def test_training_needs_no_autoattack_and_asking_for_it_without_the_package_is_o
     assert "pip install pyautoattack" in asked.stderr and not list(run.glob("eval-*.json"))
 
 
+@pytest.mark.slow
 def test_a_new_ablation_written_as_data_runs_through_ablate_at_the_toy_scale(tmp_path, tiny_data, monkeypatch):
     import utils.ablate as ablate_module
 

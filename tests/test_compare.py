@@ -12,8 +12,8 @@ CANDIDATE, ABLATED = CANDIDATES[0], "free-2-epochs"  # a row of utils.reproduce,
 
 
 def write_result(results, scale, seed, row, clean, pgd4, aa4, aa8, minutes, config=(), machine="a CPU"):
-    flags = dict(zip(SCALE_FLAGS[scale].train[::2], SCALE_FLAGS[scale].train[1::2]))
-    cfg = {"seed": seed, "width": int(flags["--width"]), "subset": int(flags["--subset"]), **dict(config)}
+    sizes = SCALE_FLAGS[scale].train
+    cfg = {"seed": seed, "width": sizes["width"], "subset": sizes["subset"], **dict(config)}
     n_test = 1000 if scale == "small" else 2000
     result = {"clean": clean, "pgd": {"4/255": pgd4, "8/255": pgd4 / 2}, "autoattack": {"4/255": aa4, "8/255": aa8},
               "train_seconds": minutes * 60, "train_config": {"data": "imagefolder", **cfg},

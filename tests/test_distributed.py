@@ -20,6 +20,8 @@ from utils.methods import METHODS
 
 from conftest import ROOT, TINY, run_script
 
+pytestmark = pytest.mark.slow  # every test here starts processes (torchrun or spawned ranks)
+
 SCRIPTS = {key: script for key, (script, _) in entry_scripts().items()}
 
 WORLD, V, B, D = 2, 3, 4, 16

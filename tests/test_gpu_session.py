@@ -1,9 +1,12 @@
 """The GPU session's one command, known to work before a GPU is seen: the smoke run end to end, its time boxes,
 and session.json rewritten complete after every stage."""
 import argparse
+import dataclasses
 import json
 import os
 import time
+
+import pytest
 
 from benchmarks import gpu_session
 
@@ -18,6 +21,7 @@ def smoke_data(tiny_data):
     return ["--data", "imagefolder", "--data-dir", real] if real else ["--data", "cifar10", "--data-dir", tiny_data]
 
 
+@pytest.mark.slow
 def test_smoke_session_runs_every_stage_and_a_second_call_keeps_the_first(tmp_path, tiny_data):
     command = ["-m", "benchmarks.gpu_session", "--smoke", "--out", tmp_path / "s", "--export", tmp_path / "out",
                *smoke_data(tiny_data)]
@@ -65,7 +69,7 @@ def test_a_stage_past_its_box_is_stopped_and_recorded_as_skipped(tmp_path, monke
     stages = fake_stages(probe=sleeper)
     boxes = {**gpu_session.SMOKE.boxes, "probe": (6, 0)}
     monkeypatch.setattr(gpu_session, "STAGES", stages)
-    scale = gpu_session.Scale(**{**gpu_session.SMOKE.__dict__, "boxes": boxes})
+    scale = dataclasses.replace(gpu_session.SMOKE, boxes=boxes)
     started = time.monotonic()
     gpu_session.Session(session_args(tmp_path, 400), scale).run_all()
     assert time.monotonic() - started < 30

@@ -35,6 +35,7 @@ def usage_error(fn, *args) -> str:
     return str(raised.value)
 
 
+@pytest.mark.slow
 def test_resume_gives_bit_identical_weights(tmp_path, tiny_data):
     common = ["--data-dir", tiny_data, "--subset", 32, *TINY, "--num-views", 3, "--replays", 2]
     run_script("main_empssl_free_adv.py", *common, "--out-dir", tmp_path / "a", "--save-every", 1)
@@ -50,6 +51,7 @@ def test_resume_gives_bit_identical_weights(tmp_path, tiny_data):
     assert metrics == [1, 2]  # the branch carries the source's epoch-1 row
 
 
+@pytest.mark.slow
 def test_no_run_folder_is_overwritten(tmp_path, tiny_data):
     common = ["--data-dir", tiny_data, "--subset", 32, *TINY, "--epochs", 1]
     run_script("main_simclr.py", *common, "--out-dir", tmp_path, "--save-every", 1)
@@ -62,6 +64,7 @@ def test_no_run_folder_is_overwritten(tmp_path, tiny_data):
     assert {f.name: f.read_bytes() for f in tmp_path.iterdir()} == before
 
 
+@pytest.mark.slow
 def test_resume_refuses_changed_essential_flags_and_other_scripts(tmp_path, tiny_data):
     run_script("main_simclr.py", "--data-dir", tiny_data, "--subset", 32, *TINY, "--epochs", 1, "--out-dir", tmp_path)
     line = one_line_error(run_script("main_simclr.py", "--resume", tmp_path, "--batch-size", 8, check=False))

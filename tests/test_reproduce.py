@@ -12,10 +12,22 @@ import pytest
 
 import utils.reproduce as reproduce_module
 from experiments.runner import RESULT
+from experiments.scales import scaled_train_flags
 from utils.core.checkpoint import load_checkpoint
+from utils.core.cli import to_argv
 from utils.core.errors import UsageError
 from utils.core.files import append_jsonl, read_jsonl, write_json
-from utils.reproduce import SCALES, all_rows, build_parser, reproduce, run_row, select_rows, train_argv, write_results
+from utils.reproduce import (
+    SCALES,
+    all_rows,
+    build_parser,
+    fit_samples,
+    reproduce,
+    run_row,
+    select_rows,
+    train_argv,
+    write_results,
+)
 
 from conftest import ROOT, run_script
 
@@ -30,6 +42,7 @@ def table_rows(path):
 SMOKE_ROWS = ["crop-simclr-pgd", "patch-empssl-free", "crop-empssl-distill-b50-m1"]
 
 
+@pytest.mark.slow
 def test_smoke_table_trains_evaluates_and_reports_each_row_once(tmp_path, tiny_data):
     args = ["-m", "utils.reproduce", "--scale", "smoke", "--data-dir", tiny_data, "--out", tmp_path, "--device", "cpu",
             "--rows", *SMOKE_ROWS]
@@ -56,6 +69,7 @@ def test_smoke_table_trains_evaluates_and_reports_each_row_once(tmp_path, tiny_d
     assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*.pt")} == stamps  # nothing retrained or re-evaluated
 
 
+@pytest.mark.slow
 def test_a_row_killed_mid_training_resumes(tmp_path, tiny_data):
     row = next(r for r in all_rows() if r.key == "crop-empssl-free")
 
@@ -148,7 +162,7 @@ def test_a_row_run_with_other_arguments_is_refused_not_taken_as_done(tmp_path, t
     recorded = json.loads((tmp_path / "reproduce.json").read_text())["rows"]["crop-empssl-free"]
     assert "--finetune-epochs" in recorded["evaluate"] and "--resume" in recorded["train"]
     smoke = SCALES["smoke"]
-    monkeypatch.setitem(SCALES, "smoke", dataclasses.replace(smoke, evaluate=(*smoke.evaluate, "--pgd-steps", "2")))
+    monkeypatch.setitem(SCALES, "smoke", dataclasses.replace(smoke, evaluate={**smoke.evaluate, "pgd_steps": 2}))
     with pytest.raises(UsageError, match="crop-empssl-free was run with other evaluate arguments"):
         reproduce(argv)
 
@@ -182,8 +196,28 @@ def test_the_header_says_how_the_papers_settings_were_carried_to_other_data():
 
 def test_the_wide_small_scale_differs_from_small_in_the_network_alone():
     small, wide, medium = SCALES["small"], SCALES["small-w16"], SCALES["medium"]
-    pairs = {s: dict(zip(s.train[::2], s.train[1::2])) for s in (small, wide, medium)}
-    changed = {flag for flag in pairs[small] if pairs[small][flag] != pairs[wide][flag]}
-    assert changed == {"--width", "--hidden-dim"} and pairs[wide].keys() == pairs[small].keys()
-    assert all(pairs[wide][flag] == pairs[medium][flag] for flag in changed)
+    changed = {key for key in small.train if small.train[key] != wide.train[key]}
+    assert changed == {"width", "hidden_dim"} and wide.train.keys() == small.train.keys()
+    assert all(wide.train[key] == medium.train[key] for key in changed)
     assert (wide.evaluate, wide.epoch_factor) == (small.evaluate, small.epoch_factor)
+
+
+def test_settings_become_flags_in_their_order_with_switches_lists_and_omissions():
+    settings = {"protocol": "slf", "eps": ("4/255", "8/255"), "no_train_augment": True, "screen": False,
+                "teacher": None, "subset_test": 2000, "pgd_steps": 0}
+    assert to_argv(settings) == ["--protocol", "slf", "--eps", "4/255", "8/255", "--no-train-augment",
+                                 "--subset-test", "2000", "--pgd-steps", "0"]
+
+
+def test_the_medium_scales_commands_are_the_flags_they_were_written_as():
+    """The scales' settings written back as flags: the command lines every recorded medium row was run with."""
+    medium = SCALES["medium"]
+    assert to_argv(medium.train) == ["--width", "16", "--hidden-dim", "1024", "--subset", "10000", "--knn-test",
+                                     "2000"]
+    assert to_argv(medium.evaluate) == ["--subset-train", "10000", "--no-train-augment", "--subset-test", "2000",
+                                        "--autoattack", "--autoattack-samples", "500"]
+    assert to_argv(medium.evaluate_with("screen"))[-3:] == ["--screen", "--autoattack-samples", "500"]
+    assert fit_samples(medium.evaluate, {"train": 5000, "test": 8000})["subset_train"] == 5000
+    assert scaled_train_flags("empssl", "free", medium)[:2] == ["--epochs", "1"]
+    assert "--pgd-steps" in scaled_train_flags("simclr", "pgd", SCALES["smoke"])
+    assert "--pgd-steps" not in scaled_train_flags("simclr", "standard", SCALES["smoke"])  # a flag it does not have

@@ -118,6 +118,7 @@ def test_help_lists_shared_flags():
     assert re.search(r"--eps EPS\s+.*\(default: 8/255\)", out)  # eps as a fraction
 
 
+@pytest.mark.slow
 def test_compiled_free_run_trains_and_saves_plain_keys(tmp_path, tiny_data):
     # CF-AMC-SSL's regime, as the GPU session compiles it; without the kNN monitor, whose eval-mode forward would
     # be a second graph to compile on a machine with an empty compile cache.

@@ -20,7 +20,7 @@ from experiments.ablations import ABLATIONS
 from experiments.runner import Job, read_result, run_job, run_plan
 from experiments.scales import SCALES, scaled_train_flags
 from experiments.tables import markdown_table
-from utils.core.cli import Parser, default_data_dir, run_main
+from utils.core.cli import Parser, default_data_dir, run_main, to_argv
 from utils.core.data import DATASETS
 from utils.core.errors import UsageError
 from utils.core.files import read_jsonl
@@ -41,18 +41,13 @@ def evaluation_flags(ab, args) -> dict:
     images fine-tuned on and tested are the scale's (``small``: SLF on 10,000 without augmentation, 1,000 tested,
     AutoAttack on 200)."""
     evaluate = SCALES[args.scale].evaluate
-    sizes = [flag for k, flag in enumerate(evaluate) if not _autoattack_flag(evaluate, k)]
-    aa_sizes = [flag for k, flag in enumerate(evaluate) if _autoattack_flag(evaluate, k) and flag != "--autoattack"]
-    common = ["--protocol", "slf", *sizes, "--device", args.device, "--seed", "0"]
-    runs = {"pgd": ["--eps", "1/255", "4/255"], "noise": ["--eps", "8/255", "--pgd-steps", "0"]}
+    sizes = {key: value for key, value in evaluate.items() if not key.startswith("autoattack")}
+    aa_sizes = {key: value for key, value in evaluate.items() if key.startswith("autoattack_")}
+    common = {"protocol": "slf", **sizes, "device": args.device, "seed": 0}
+    runs = {"pgd": {"eps": ("1/255", "4/255")}, "noise": {"eps": "8/255", "pgd_steps": 0}}
     if ab.aa:
-        runs["aa"] = ["--eps", "4/255", "8/255", "--autoattack", *aa_sizes]
-    return {name: [*common, *flags] for name, flags in runs.items()}
-
-
-def _autoattack_flag(flags, k) -> bool:
-    """Whether ``flags[k]`` is an AutoAttack flag or its value."""
-    return flags[k].startswith("--autoattack") or (k > 0 and flags[k - 1] == "--autoattack-samples")
+        runs["aa"] = {"eps": ("4/255", "8/255"), "autoattack": True, **aa_sizes}
+    return {name: to_argv({**common, **settings}) for name, settings in runs.items()}
 
 
 def job_of(ab, args) -> Job:

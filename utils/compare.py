@@ -11,9 +11,9 @@ import sys
 from pathlib import Path
 
 from experiments.comparison import BASELINES, CANDIDATES, COST_CEILING, MARGINS, METRICS, SCALES, SEEDS, result_path
-from experiments.scales import SCALES as SCALE_FLAGS
+from experiments.scales import SCALES as SCALE_SETTINGS
 from experiments.tables import markdown_table, num
-from utils.core.cli import run_main
+from utils.core.cli import flag_of, run_main
 from utils.core.errors import UsageError
 from utils.evaluation.results import training_seconds
 
@@ -30,11 +30,10 @@ def seed_values(path: Path, scale: str, seed: int) -> dict:
     cfg = result.get("train_config") or {}
     if cfg.get("seed") != seed:
         raise UsageError(f"{path} was trained with seed {cfg.get('seed')}, not {seed}: move it to the seed's folder")
-    flags = SCALE_FLAGS[scale].train
-    for flag, value in zip(flags[::2], flags[1::2]):
-        key = flag[2:].replace("-", "_")
-        if key in ("width", "subset") and str(cfg.get(key)) != value:
-            raise UsageError(f"{path} was trained with {flag} {cfg.get(key)}, not the {scale} scale's {value}")
+    for key in ("width", "subset"):
+        value = SCALE_SETTINGS[scale].train[key]
+        if cfg.get(key) != value:
+            raise UsageError(f"{path} was trained with {flag_of(key)} {cfg.get(key)}, not the {scale} scale's {value}")
     values = {key: result[field] if radius is None else (result.get(field) or {}).get(radius)
               for key, (_, field, radius) in METRICS.items()}
     seconds = training_seconds(result)
@@ -233,8 +232,8 @@ def figure_caption(table: dict) -> str:
 
 
 def scale_words(scale: str) -> str:
-    flags = dict(zip(SCALE_FLAGS[scale].train[::2], SCALE_FLAGS[scale].train[1::2]))
-    return f"{scale}\n{int(flags['--subset']):,} images, width {flags['--width']}"
+    sizes = SCALE_SETTINGS[scale].train
+    return f"{scale}\n{sizes['subset']:,} images, width {sizes['width']}"
 
 
 def compare(argv=None) -> str:

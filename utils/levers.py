@@ -17,7 +17,7 @@ from experiments.levers import LEVERS
 from experiments.runner import Job, check_plan, read_result, run_job, run_plan
 from experiments.scales import SCALES
 from experiments.tables import markdown_table, num
-from utils.core.cli import Parser, run_main
+from utils.core.cli import Parser, run_main, to_argv
 from utils.core.errors import UsageError
 from utils.evaluation.results import result_name, training_seconds
 from utils.reproduce import Row, add_data_flags, row_dir, train_argv
@@ -29,8 +29,8 @@ def row_of(lever) -> Row:
 
 def job_of(lever, args) -> Job:
     scale = SCALES[args.scale]
-    flags = ["--protocol", "slf", "--eps", "4/255", "8/255", "--device", args.device, "--seed", str(args.seed),
-             *scale.evaluate_with("--screen")]
+    flags = to_argv({"protocol": "slf", "eps": ("4/255", "8/255"), "device": args.device, "seed": args.seed,
+                     **scale.evaluate_with("screen")})
     evaluations = {"screen": flags, **({"screen-ema": [*flags, "--weights", "ema"]} if lever.ema else {})}
     results = {name: result_name(weights="ema" if name == "screen-ema" else "model", screen=scale.autoattack)
                for name in evaluations}

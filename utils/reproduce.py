@@ -21,7 +21,7 @@ from experiments.paper import BASELINES, OWN_ROWS, PAPER, VARIANTS
 from experiments.runner import Job, check_plan, evaluation_status, read_result, run_job, run_plan
 from experiments.scales import SCALES, scaled_train_flags
 from experiments.tables import markdown_table, num, plot_results
-from utils.core.cli import Parser, default_data_dir, positive_int, run_main
+from utils.core.cli import Parser, default_data_dir, positive_int, run_main, to_argv
 from utils.core.data import DATASETS, check_dataset
 from utils.core.errors import UsageError
 from utils.core.files import machine, read_jsonl, resolve_device
@@ -88,19 +88,16 @@ def teacher_stages(row, scale, args) -> list:
 
 
 def eval_flags(scale, args) -> list:
-    return ["--protocol", "slf", "--eps", "4/255", "8/255", "--device", args.device, "--seed", str(args.seed),
-            *fit_samples(scale.evaluate, getattr(args, "sizes", None))]
+    return to_argv({"protocol": "slf", "eps": ("4/255", "8/255"), "device": args.device, "seed": args.seed,
+                    **fit_samples(scale.evaluate, getattr(args, "sizes", None))})
 
 
-def fit_samples(flags, sizes) -> list:
-    """The scale's evaluation flags with --subset-train / --subset-test cut to the labelled images the data set
+def fit_samples(settings, sizes) -> dict:
+    """The scale's evaluation settings with subset_train / subset_test cut to the labelled images the data set
     has (``sizes``: {"train": n, "test": n}; STL-10 labels 5,000 training images where CIFAR has 50,000)."""
-    out = list(flags)
-    for flag, split in (("--subset-train", "train"), ("--subset-test", "test")):
-        if sizes and flag in out:
-            at = out.index(flag) + 1
-            out[at] = str(min(int(out[at]), sizes[split]))
-    return out
+    cut = {key: min(settings[key], sizes[split]) for key, split in (("subset_train", "train"), ("subset_test", "test"))
+           if sizes and key in settings}
+    return {**settings, **cut}
 
 
 def row_dir(args, row) -> Path:

@@ -160,3 +160,23 @@ def run_main(fn, *args, **kwargs):
                 if _batch_in_use else "try a smaller --batch-size")
         print(f"{prog}: error: CUDA out of memory; {hint}", file=sys.stderr)
         sys.exit(3)
+
+
+def flag_of(key: str) -> str:
+    """A setting's flag: ``subset_train`` -> ``--subset-train``."""
+    return "--" + key.replace("_", "-")
+
+
+def to_argv(settings: dict) -> list:
+    """The one builder of command lines from settings, in their order, each key its flag (``flag_of``): True is
+    a bare switch, None and False leave the flag out, a tuple or list gives its values. ``{"eps": ("4/255",
+    "8/255"), "no_train_augment": True, "subset_test": 2000}`` -> ``--eps 4/255 8/255 --no-train-augment
+    --subset-test 2000``."""
+    argv = []
+    for key, value in settings.items():
+        if value is None or value is False:
+            continue
+        argv.append(flag_of(key))
+        if value is not True:
+            argv += [str(v) for v in value] if isinstance(value, (tuple, list)) else [str(value)]
+    return argv
