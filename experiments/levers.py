@@ -23,4 +23,6 @@ LEVERS = (
           "schedule, stopped half-way)", True),
     Lever("anneal-0-alpha-eps", ("--view-strength-end", "0", "--alpha", "eps", *EMA),
           "annealed views with the free step equal to the radius", True),
+    Lever("anneal-0.25", ("--view-strength-end", "0.25", *EMA), "augmentation annealed to a quarter strength: "
+          "between none (robust, 5 clean points lost) and half (clean kept, little robustness)", True),
 )
