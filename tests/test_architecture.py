@@ -216,3 +216,15 @@ def test_the_import_check_sees_a_cycle_an_upward_import_and_an_import_inside_a_f
         "utils.core.x"}
     assert entered("utils.core.x", "elsewhere", modules) == {"utils", "utils.core"}
     assert entered("utils.core.x", "utils.core.y", modules) == set()
+
+
+def test_the_original_pgd_step_is_pgds_registered_style_and_no_regime_of_its_own():
+    from utils.regimes import REGIMES
+    from utils.regimes.pgd import PGD
+    from utils.regimes.pgd_original import OriginalPGD
+
+    assert REGIMES.lookup("pgd", "original") is OriginalPGD and REGIMES.lookup("pgd", "isolated") is PGD
+    assert REGIMES.lookup("free", "original") is REGIMES["free"] and list(REGIMES) == ["standard", "pgd", "free",
+                                                                                       "distill"]
+    with pytest.raises(ValueError, match="unknown regime 'original'"):
+        REGIMES.lookup("original")
